@@ -7,31 +7,29 @@ from __future__ import annotations
 
 import argparse
 import base64
-import configparser
 import dataclasses
 import datetime as dt
-import fnmatch
 import functools
 import hashlib
 import hmac
-import http.client
 import ipaddress
-import json
 import os
-import random
 import re
-import socket
 import stat
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 __version__ = "1.0.0"
+
+# http.client, xml, json, configparser, tempfile and ssl are imported where they are used, so that
+# `estafette --help` starts fast (startup is measured in bench/).
 __all__ = [
     "EstafetteError", "UsageError", "S3Error",
     "OVHCredentials", "OVHRegionConfig", "BucketInfo", "CORSPolicy", "DeploymentResult",
@@ -480,7 +478,8 @@ class Transport:
             self._ssl = ssl.create_default_context(cafile=cafile)
         return self._ssl
 
-    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+    def _connection(self, scheme: str, netloc: str) -> Any:
+        import http.client
         pool = self._local.__dict__.setdefault("pool", {})
         conn = pool.get((scheme, netloc))
         if conn is None:
@@ -499,6 +498,7 @@ class Transport:
 
     def send(self, method: str, url: str, headers: Dict[str, str], body: Any = None) -> Response:
         """Send one request; raise OSError or http.client.HTTPException on transport failure."""
+        import http.client  # noqa: F401 - for the exceptions callers catch
         parts = urllib.parse.urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         conn = self._connection(parts.scheme, parts.netloc)
@@ -522,6 +522,7 @@ _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailab
 
 
 def _xml(body: bytes) -> Optional[ET.Element]:
+    import xml.etree.ElementTree as ET
     try:
         return ET.fromstring(body) if body.strip() else None
     except ET.ParseError:
@@ -535,6 +536,8 @@ def _text(el: Optional[ET.Element], name: str, default: str = "") -> str:
 
 def _build_xml(root: str, children: Iterable[Tuple[str, Any]]) -> bytes:
     """Tiny builder: children are (tag, text) or (tag, [(tag, text), ...]) pairs."""
+    import xml.etree.ElementTree as ET
+
     def add(parent: ET.Element, items: Iterable[Tuple[str, Any]]) -> None:
         for tag, value in items:
             el = ET.SubElement(parent, tag)
@@ -548,6 +551,7 @@ def _build_xml(root: str, children: Iterable[Tuple[str, Any]]) -> bytes:
 
 
 def _error_from(resp: Response, method: str, key: str) -> S3Error:
+    import http.client
     root = _xml(resp.body)
     if root is not None and root.tag.rsplit("}", 1)[-1] == "Error":
         details = {n: _text(root, n) for n in ("CanonicalRequest", "StringToSign")
@@ -588,6 +592,9 @@ class S3Client:
         ``body`` is bytes or a Payload (re-read from disk on each attempt).  Query items whose
         value is None are sent bare (``?cors``).
         """
+        import http.client
+        import random
+
         qs = "&".join(k if v is None else f"{_uri_encode(k)}={_uri_encode(v)}"
                       for k, v in (query or ()))
         url = self.endpoint.object_url(bucket, key, qs)
@@ -669,7 +676,8 @@ class S3Client:
 # --- Configuration: credentials, region, endpoint -----------------------------------------------
 
 
-def _read_ini(path: str, what: str) -> configparser.ConfigParser:
+def _read_ini(path: str, what: str) -> Any:
+    import configparser
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         with open(path, encoding="utf-8") as f:
@@ -939,6 +947,7 @@ def _parse_rules(rules: Iterable[str], option: str) -> List[Tuple[str, str]]:
 
 
 def _first_match(rules: Sequence[Tuple[str, str]], rel: str) -> Optional[str]:
+    import fnmatch
     return next((value for glob, value in rules if fnmatch.fnmatchcase(rel, glob)), None)
 
 
@@ -1155,22 +1164,29 @@ class BucketManager(_Manager):
 
     def bucket_exists(self, bucket_name: str, region: Optional[str] = None) -> bool:
         """True if the bucket exists and is yours; raise S3Error if it is someone else's."""
+        client = self._client(region)
         try:
-            self._client(region).request("HEAD", bucket_name)
+            client.request("HEAD", bucket_name)
             return True
         except S3Error as exc:
             if exc.status == 404:
                 return False
-            if exc.status == 403:
-                exc.args = (f"AccessDenied (403): bucket {bucket_name} exists but your key "
-                            "cannot use it (another account's bucket?)",)
+            if exc.status != 403:
+                raise
+        try:  # a HEAD answer has no body: ask again with a GET, whose error names the cause
+            client.request("GET", bucket_name, query=[("list-type", "2"), ("max-keys", "0")])
+        except S3Error as exc:
+            if exc.code == "AccessDenied":
+                exc.args = (f"AccessDenied (403): your key cannot use bucket {bucket_name} "
+                            "(another account's bucket, or missing rights)",)
             raise
+        return True
 
     def list_buckets(self, region: Optional[str] = None) -> List[BucketInfo]:
         client = self._client(region)
         root = _xml(client.request("GET").body)
         out = []
-        for el in root.iter("{*}Bucket") if root is not None else ():
+        for el in root.iterfind(".//{*}Bucket") if root is not None else ():
             created = _text(el, "CreationDate")
             try:
                 when = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
@@ -1242,6 +1258,7 @@ def _hash_file(f: _File, tmpdir: Optional[str]) -> None:
     size = 0
     if f.gzip:
         import gzip  # only --gzip pays for it
+        import tempfile
         fd, f.body_path = tempfile.mkstemp(dir=tmpdir)
         # mtime=0 and no file name make the output depend on the content alone, so an
         # unchanged file keeps its ETag from build to build.
@@ -1379,9 +1396,10 @@ class _Sync:
         for f in self.files:
             f.content_type = _first_match(type_rules, f.rel) or content_type_for(f.rel)
             f.cache_control = _first_match(cache_rules, f.rel)
-            f.gzip = any(fnmatch.fnmatchcase(f.rel, g) for g in gzip_globs)
+            f.gzip = any(_first_match([(g, "y")], f.rel) for g in gzip_globs)
 
     def run(self, client: S3Client, bucket: str, console: Any = None) -> SyncResult:
+        import tempfile
         from concurrent.futures import ThreadPoolExecutor
         res = SyncResult(errors=list(self.errors), keys=[f.key for f in self.files])
         res.warnings = [n for n in self.notes if "symlink" in n]
@@ -1650,7 +1668,7 @@ class CORSManager(_Manager):
                    "Host": _host_header(urllib.parse.urlsplit(url))}
         try:
             resp = self.config._transport.send("OPTIONS", url, headers)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, __import__("http.client").client.HTTPException) as exc:
             raise EstafetteError(f"CORS preflight to {url} failed: {exc}") from None
         allowed = resp.headers.get("access-control-allow-origin", "")
         return resp.status < 300 and allowed in (origin, "*")
@@ -1915,6 +1933,7 @@ def _app(args: argparse.Namespace) -> OVHEstafette:
 
 
 def _print_json(data: Any) -> None:
+    import json
     print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 

