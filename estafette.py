@@ -1123,6 +1123,21 @@ def _list_objects(client: S3Client, bucket: str, prefix: str = "",
             return
 
 
+def _list_uploads(client: S3Client, bucket: str, prefix: str = "") -> List[Tuple[str, str]]:
+    """(key, upload id) of every unfinished multipart upload under ``prefix``, all pages."""
+    out: List[Tuple[str, str]] = []
+    markers: List[Tuple[str, Optional[str]]] = []
+    while True:
+        root = _xml(client.request("GET", bucket, query=[("prefix", prefix), ("uploads", None)]
+                                   + markers).body)
+        out += [(_text(el, "Key"), _text(el, "UploadId"))
+                for el in (root.iterfind("{*}Upload") if root is not None else ())]
+        if _text(root, "IsTruncated") != "true":
+            return out
+        markers = [("key-marker", _text(root, "NextKeyMarker")),
+                   ("upload-id-marker", _text(root, "NextUploadIdMarker"))]
+
+
 def _delete_objects(client: S3Client, bucket: str,
                     items: Sequence[Tuple[str, Optional[str]]]) -> List[str]:
     """DeleteObjects in batches of 1,000 (key, version id); return per-key error lines."""
@@ -1218,11 +1233,9 @@ class BucketManager(_Manager):
         client = self._client(region)
         count = 0
         # Leftover multipart uploads (a killed deploy) keep a bucket from being deleted.
-        root = _xml(client.request("GET", bucket_name, query=[("uploads", None)]).body)
-        for el in root.iterfind("{*}Upload") if root is not None else ():
+        for key, upload_id in _list_uploads(client, bucket_name):
             try:
-                client.request("DELETE", bucket_name, _text(el, "Key"),
-                               query=[("uploadId", _text(el, "UploadId"))])
+                client.request("DELETE", bucket_name, key, query=[("uploadId", upload_id)])
             except S3Error as exc:
                 if exc.code != "NoSuchUpload":
                     raise
@@ -1437,6 +1450,7 @@ class _Sync:
                             res.errors.append(f"{f.key}: {_reason(exc)}")
             finally:
                 progress.close()
+            self._abort_leftover_uploads(client, bucket, res)
             self._delete_stale(client, bucket, stale, res)
             return res
         except BaseException:
@@ -1493,6 +1507,20 @@ class _Sync:
             phases.append([f for f in pages if f.key.count("/") == depth])
         phases.append([f for f in todo if f.key == self.index_key])
         return [p for p in phases if p]
+
+    def _abort_leftover_uploads(self, client: S3Client, bucket: str, res: SyncResult) -> None:
+        """Abort unfinished multipart uploads of our keys: a killed run, or a retried
+        CreateMultipartUpload whose first answer was lost, leaves them behind (billed)."""
+        if not any(f.size >= MULTIPART_THRESHOLD for f in self.files):
+            return
+        ours = set(res.keys)
+        try:
+            for key, upload_id in _list_uploads(client, bucket, self.prefix):
+                if key in ours:
+                    client.request("DELETE", bucket, key, query=[("uploadId", upload_id)])
+        except S3Error as exc:
+            if exc.code != "NoSuchUpload":
+                res.warnings.append(f"could not clean up unfinished uploads: {exc}")
 
     def _delete_stale(self, client: S3Client, bucket: str, stale: List[str],
                       res: SyncResult) -> None:
@@ -2031,6 +2059,10 @@ def cmd_url(args: argparse.Namespace) -> int:
         raise UsageError(f"--presign must be 1..{MAX_PRESIGN_SECONDS} seconds (7 days), "
                          f"got {args.presign}")
     app = _app(args)
+    if args.presign is not None and app.config.get_credentials().session_token:
+        # The URL would have to carry X-Amz-Security-Token: never print a secret.
+        raise UsageError("--presign with temporary credentials (a session token) would print "
+                         "the token inside the URL; use a long-term access key instead")
     urls = app.url_generator
     for key in args.keys:
         if args.presign is not None:

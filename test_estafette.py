@@ -15,14 +15,11 @@ import urllib.request
 import contextlib
 import glob
 import http.client
-import json
-import os
 import random
 import signal
 import socket
 import socketserver
 import struct
-import subprocess
 import threading
 import time
 import types
@@ -187,12 +184,13 @@ class FaultProxy:
 
     KINDS = ("slowdown", "error500", "reset", "lost", "delay", "truncate")
 
-    def __init__(self, upstream, rate=0.0, seed=0, kinds=KINDS, decide=None):
+    def __init__(self, upstream, rate=0.0, seed=0, kinds=KINDS, decide=None, retry_after=None):
         if hasattr(upstream, "endpoint"):
             self.access_key, self.secret_key = upstream.access_key, upstream.secret_key
             u = urllib.parse.urlsplit(upstream.endpoint)
             upstream = (u.hostname, u.port)
         self.upstream, self.rate, self.kinds, self.decide = upstream, rate, tuple(kinds), decide
+        self.retry_after = retry_after
         self.rng = random.Random(seed)
         self.counts = dict.fromkeys(self.KINDS, 0)
         self.log = []
@@ -271,7 +269,8 @@ class FaultProxy:
                                                  (500, "Internal Server Error", "InternalError", "Injected."))
                     payload = S3_ERROR.format(code, msg).encode()
                     head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
-                            f"Content-Length: {len(payload)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n")
+                            f"Content-Length: {len(payload)}\r\n" + ("Connection: close\r\n" if close else "")
+                            + (f"Retry-After: {self.retry_after}\r\n" if self.retry_after else "") + "\r\n")
                     conn.sendall(head.encode() + (b"" if method == "HEAD" else payload))
                     if close:
                         return
@@ -337,7 +336,6 @@ import base64
 import datetime as dt
 import gzip as gzip_mod
 import hashlib
-import io
 import sys
 import uuid
 from pathlib import Path
@@ -1166,3 +1164,306 @@ def test_bad_region_endpoint_and_missing_credentials(capsys, tmp_path, monkeypat
     assert code == 2 and "no credentials found" in err
     for place in ("OVH_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", "rclone", ".aws"):
         assert place in err
+
+
+# --- faults: retries, partial failure, kill and re-run ------------------------------------------
+
+def make_tree(root: Path, n: int, seed: int, big: int = 0):
+    """n small files (and one multipart-sized file if big) with seeded content."""
+    rng = random.Random(seed)
+    files = {}
+    for i in range(n):
+        rel = f"d{i % 7}/s{i % 3}/f{i}.{rng.choice(['html', 'css', 'js', 'json', 'txt'])}"
+        files[rel] = rng.randbytes(rng.randint(0, 3000))
+    if big:
+        files["media/big.bin"] = rng.randbytes(big)
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return files
+
+
+def assert_exact(s3, bucket, files):
+    """The bucket holds exactly the source: same keys, same bytes (hashed through boto3)."""
+    got = remote_objects(s3, bucket)
+    assert set(got) == set(files)
+    for key, data in files.items():
+        assert hashlib.md5(remote_bytes(s3, bucket, key)).digest() == hashlib.md5(data).digest(), key
+
+
+FAULT_SEEDS = [11, 22, 33]
+
+
+@pytest.mark.parametrize("seed", FAULT_SEEDS)
+def test_deploy_through_faults_ends_exact(capsys, sw, s3, tmp_path, seed):
+    src = tmp_path / "src"
+    files = make_tree(src, 250, seed, big=estafette.MULTIPART_THRESHOLD + 1024 * 1024)
+    bucket = new_bucket()
+    with FaultProxy(sw, rate=0.2, seed=seed) as proxy:
+        code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, "--endpoint",
+                             proxy.endpoint, "--region", "us-east-1", "--json", "--jobs", "8")
+    assert code == 0, err[-2000:]
+    assert sum(proxy.counts.values()) >= 40, proxy.counts  # faults of every kind were injected
+    assert all(proxy.counts[k] for k in FaultProxy.KINDS), proxy.counts
+    assert_exact(s3, bucket, files)
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # nothing billed left
+    res = json.loads(out)
+    assert sorted(res["files_uploaded"]) == sorted(files) and not res["errors"]
+    print(f"seed {seed}: {len(proxy.log)} requests, faults {proxy.counts}")
+
+
+def test_retry_after_is_honoured_and_slowdown_is_retried(capsys, sw, s3, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    seen = []
+
+    def decide(method, target, index):
+        if method == "PUT":
+            seen.append(time.monotonic())
+            return "slowdown" if len(seen) <= 2 else None
+        return None
+    with FaultProxy(sw, decide=decide, retry_after=1) as proxy:
+        code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src,
+                           "--endpoint", proxy.endpoint, "--region", "us-east-1")
+    assert code == 0, err
+    assert len(seen) == 3 and seen[1] - seen[0] >= 0.95 and seen[2] - seen[1] >= 0.95
+    assert remote_bytes(s3, bucket, "a.txt") == b"a"
+
+
+def test_persistent_errors_fail_fast_with_a_clear_message(capsys, sw, s3, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    files = make_tree(src, 5, 1)
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    with FaultProxy(sw, decide=lambda m, t, i: "slowdown" if m == "PUT" else None) as proxy:
+        code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src,
+                             "--endpoint", proxy.endpoint, "--region", "us-east-1",
+                             "--retries", "3", "--delete")
+    assert code == 1
+    lines = [line for line in err.splitlines() if "SlowDown (503)" in line]
+    assert len(lines) == len(files)  # each failed file named with its S3 code
+    assert all(any(k in line for k in files) for line in lines)
+    assert sum(1 for m, _ in proxy.log if m == "PUT") == 3 * len(files)
+    assert "stale" not in err or "not deleted" in err
+    # non-retryable: a wrong key is not retried
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-for-this-test")
+    with FaultProxy(sw) as proxy:
+        started = time.monotonic()
+        code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src,
+                           "--endpoint", proxy.endpoint, "--region", "us-east-1")
+    assert code == 1 and time.monotonic() - started < 5
+    assert "SignatureDoesNotMatch" in err or "AccessDenied" in err
+    assert len(proxy.log) <= 2  # HEAD, then one GET that names the cause
+
+
+def test_one_failing_file_does_not_stop_the_others_and_skips_deletes(capsys, sw, s3, tmp_path):
+    src = tmp_path / "src"
+    files = make_tree(src, 20, 2)
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="stale.txt", Body=b"old")
+    victim = sorted(files)[3]
+    quoted = urllib.parse.quote(victim)
+    with FaultProxy(sw, decide=lambda m, t, i: "error500" if m == "PUT" and quoted in t
+                    else None) as proxy:
+        code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, "--endpoint",
+                             proxy.endpoint, "--region", "us-east-1", "--delete", "--json",
+                             "--retries", "2")
+    assert code == 1
+    res = json.loads(out)
+    assert not res["success"] and res["files_deleted"] == []
+    assert any(victim in e and "InternalError" in e for e in res["errors"])
+    assert set(res["files_uploaded"]) == set(files) - {victim}
+    assert "stale.txt" in remote_objects(s3, bucket)
+    # re-running converges to the exact source
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sw),
+                         "--delete", "--json")
+    assert code == 0, err
+    assert json.loads(out)["files_uploaded"] == [victim]
+    assert_exact(s3, bucket, files)
+
+
+def test_multipart_failure_is_aborted(capsys, sw, s3, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, 0, 3, big=estafette.MULTIPART_THRESHOLD + 1)
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    with FaultProxy(sw, decide=lambda m, t, i: "error500" if "partNumber=2&" in t else None) \
+            as proxy:
+        code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, "--endpoint",
+                           proxy.endpoint, "--region", "us-east-1", "--retries", "2")
+    assert code == 1 and "InternalError" in err and "media/big.bin" in err
+    assert any(m == "DELETE" and "uploadId=" in t for m, t in proxy.log)
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert "media/big.bin" not in remote_objects(s3, bucket)
+
+
+def test_kill_and_rerun_converges(sw, s3, tmp_path):
+    src = tmp_path / "src"
+    files = make_tree(src, 300, 4, big=estafette.MULTIPART_THRESHOLD + 5 * 1024 * 1024)
+    bucket = new_bucket()
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
+           "AWS_ACCESS_KEY_ID": sw.access_key, "AWS_SECRET_ACCESS_KEY": sw.secret_key}
+    argv = [sys.executable, str(HERE / "estafette.py"), "deploy", "--bucket", bucket,
+            "--source", str(src), "--region", "us-east-1", "--delete", "--jobs", "4"]
+    with FaultProxy(sw, rate=0.3, seed=5, kinds=("delay",)) as proxy:
+        for threshold in (40, 120):  # kill -9 twice, at different points
+            proc = subprocess.Popen(argv + ["--endpoint", proxy.endpoint], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 60
+            while len(proxy.log) < threshold and proc.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
+            proc.kill()
+            proc.wait()
+            proxy.log.clear()
+    partial = remote_objects(s3, bucket)
+    assert len(partial) < len(files)  # it really was cut short
+    r = subprocess.run(argv + ["--endpoint", sw.endpoint], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert_exact(s3, bucket, files)
+    # a forced delete also aborts the multipart uploads the kills left behind
+    r = subprocess.run([sys.executable, str(HERE / "estafette.py"), "buckets", "--delete", bucket,
+                        "--force", "--endpoint", sw.endpoint, "--region", "us-east-1"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+def test_no_secret_in_any_output(capsys, sw, s3, tmp_path, monkeypatch, site):
+    root, _ = site
+    bucket = new_bucket()
+    secret, token = sw.secret_key, "session-token-SECRET-4242"
+    wrong = "wrong-SECRET-key-4242"
+    runs = []
+
+    def run(*argv):
+        code, out, err = cli(capsys, *argv, *ep(sw), "--debug")
+        runs.append((argv, code))
+        for value in (secret, wrong, token, urllib.parse.quote(secret, safe="")):
+            assert value not in out and value not in err, (argv, value)
+        return code, out, err
+    commands = [
+        ("deploy", "--bucket", bucket, "--source", root, "--static-website", "--json"),
+        ("deploy", "--bucket", bucket, "--source", root, "--dry-run"),
+        ("ls", "--bucket", bucket, "-r"), ("buckets", "--list"),
+        ("cors-apply", "--bucket", bucket), ("url", "--bucket", bucket, "index.html"),
+        ("url", "--bucket", bucket, "--presign", "60", "index.html"),
+        ("ls", "--bucket", "no-such-bucket-here"),
+    ]
+    for argv in commands:
+        run(*argv)
+    code, _, err = run("ls", "--bucket", bucket)
+    assert "debug: GET" in err and "-> 200" in err  # --debug shows request lines
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    for argv in commands + [("buckets", "--delete", bucket, "--force")]:
+        code, _, err = run(*argv)
+        if "--presign" in argv:
+            assert code == 2 and "session token" in err
+        elif argv[0] != "url":
+            assert code == 1, (argv, err)
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    code, _, _ = run("buckets", "--delete", bucket, "--force")
+    assert code == 0
+    assert len(runs) >= 19
+
+
+def test_debug_shows_the_canonical_request_on_signature_mismatch(capsys, sw, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "definitely-wrong-secret-1")
+    code, _, err = cli(capsys, "buckets", "--list", *ep(sw), "--debug")
+    assert code == 1 and "SignatureDoesNotMatch" in err
+    assert "our canonical request" in err and "our string to sign" in err
+    assert "AWS4-HMAC-SHA256" in err and "definitely-wrong-secret-1" not in err
+    code, _, err = cli(capsys, "buckets", "--list", *ep(sw))
+    assert code == 1 and "canonical request" not in err and len(err.splitlines()) == 1
+
+
+# --- publishing safety --------------------------------------------------------------------------
+
+def test_symlinks_loops_long_keys_and_bad_names(capsys, sw, s3, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("private")
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    (src / "real" / "page.html").write_text("<p>real</p>")
+    (src / "index.html").write_text("home")
+    os.symlink(outside, src / "escape")  # a folder outside: not followed
+    os.symlink(outside / "secret.txt", src / "leak.txt")  # a file outside: not followed
+    os.symlink(src / "real", src / "alias")  # inside: published
+    os.symlink(src, src / "real" / "loop")  # a loop back to the root: cut
+    deep = src / ("x" * 250) / ("y" * 250) / ("z" * 250) / ("w" * 250) / ("v" * 250)
+    deep.mkdir(parents=True)
+    (deep / "too-long.txt").write_text("x")
+    (src / os.fsdecode(b"bad-\xff-name.txt")).write_text("x")
+    bucket = new_bucket()
+    started = time.monotonic()
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sw), "--json")
+    assert time.monotonic() - started < 30
+    assert code == 1
+    res = json.loads(out)
+    got = set(remote_objects(s3, bucket))
+    assert got == {"index.html", "real/page.html", "alias/page.html"}
+    assert "symlink to outside the source" in err and "escape" in err and "leak.txt" in err
+    assert "loop" in err
+    assert any("1024" in e for e in res["errors"])
+    assert any("not valid UTF-8" in e for e in res["errors"])
+    assert "private" not in [remote_bytes(s3, bucket, k).decode() for k in got]
+
+
+# --- delete-all ---------------------------------------------------------------------------------
+
+def test_delete_all_refuses_without_a_terminal(mt):
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
+           "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    r = subprocess.run([sys.executable, str(HERE / "estafette.py"), "delete-all", *ep(mt)],
+                       stdin=subprocess.DEVNULL, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "interactive only" in r.stderr
+    r = subprocess.run([sys.executable, str(HERE / "estafette.py"), "delete-all", *ep(mt)],
+                       input=dt.date.today().isoformat() + "\n1\n", env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2 and "interactive only" in r.stderr
+
+
+def test_delete_all_through_a_pseudo_terminal(mt):
+    pexpect = pytest.importorskip("pexpect")
+    urllib.request.urlopen(urllib.request.Request(f"{mt.endpoint}/moto-api/reset", method="POST"),
+                           timeout=10).read()
+    m3 = boto_client(mt)
+    names = [new_bucket() for _ in range(3)]
+    for name in names:
+        m3.create_bucket(Bucket=name)
+        m3.put_object(Bucket=name, Key="a/b.txt", Body=b"x")
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
+           "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    argv = [str(HERE / "estafette.py"), "delete-all", *ep(mt)]
+
+    def session(answers):
+        child = pexpect.spawn(sys.executable, argv, env=env, encoding="utf-8", timeout=30)
+        for prompt, answer in answers:
+            child.expect(prompt)
+            child.sendline(answer)
+        child.expect(pexpect.EOF)
+        child.close()
+        return child.exitstatus, child.before
+    # wrong date: nothing deleted
+    code, _ = session([("YYYY-MM-DD", "1999-01-01")])
+    assert code == 1
+    assert sorted(b["Name"] for b in m3.list_buckets()["Buckets"]) == sorted(names)
+    # right date, wrong count: nothing deleted
+    code, _ = session([("YYYY-MM-DD", dt.date.today().isoformat()), ("number", "2")])
+    assert code == 1 and len(m3.list_buckets()["Buckets"]) == 3
+    # both right: every bucket and its contents go
+    code, out = session([("YYYY-MM-DD", dt.date.today().isoformat()), ("number", "3")])
+    assert code == 0, out
+    assert m3.list_buckets()["Buckets"] == []
+    assert "3 deleted, 0 failed" in out
