@@ -581,6 +581,10 @@ class S3Client:
         self.transport = transport or Transport()
         self.retries, self.backoff = max(1, retries), backoff
         self.log = log  # --debug lines; never given a secret
+        # File bodies go as UNSIGNED-PAYLOAD where nothing can alter them on the way: inside
+        # TLS (as rclone does for OVH) or over loopback.  Plain HTTP across a network gets each
+        # body's SHA-256 signed (botocore and minio decide the same way for TLS).
+        self.unsigned_payload = endpoint.scheme == "https" or _is_loopback(endpoint.netloc)
         self._sleep = time.sleep
 
     def request(self, method: str, bucket: str = "", key: str = "",
@@ -602,9 +606,7 @@ class S3Client:
         if isinstance(body, Payload):
             length = body.length
             if payload_hash is None:
-                # Unsigned payloads are only safe over TLS (botocore, minio do the same).
-                payload_hash = (UNSIGNED_PAYLOAD if self.endpoint.scheme == "https"
-                                else body.sha256())
+                payload_hash = UNSIGNED_PAYLOAD if self.unsigned_payload else body.sha256()
         else:
             length = len(body)
             payload_hash = payload_hash or hashlib.sha256(body).hexdigest()
@@ -1485,8 +1487,8 @@ class _Sync:
     def _plan(self, client: S3Client, bucket: str, remote: Dict[str, RemoteObject],
               pool: Any, parts: Any, res: SyncResult, tmpdir: Optional[str]) -> List[_File]:
         """Hash every file (in the workers) and decide: new, changed, unchanged (or forced)."""
-        # Over HTTPS parts go as UNSIGNED-PAYLOAD; over HTTP each part's SHA-256 is signed.
-        signed_parts = client.endpoint.scheme == "http" and not self.dry_run
+        # Where part bodies are signed, their SHA-256s are computed during the MD5 pass.
+        signed_parts = not client.unsigned_payload and not self.dry_run
 
         def decide(f: _File) -> str:
             big = signed_parts and f.size >= MULTIPART_THRESHOLD
@@ -2031,10 +2033,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
               f"in {result.duration_seconds:.1f}s -> {args.bucket} ({result.region})")
         if result.website_url:
             print(f"website: {result.website_url}")
-        index = [u for k, u in zip(result.files_uploaded + result.files_skipped,
-                                   result.direct_urls) if k.endswith(args.index_document)]
-        base = app.url_generator.generate_base_url(args.bucket)
-        print(f"direct:  {index[0] if index else base}")
+        index = normalize_prefix(args.prefix) + args.index_document
+        urls = app.url_generator
+        print("direct:  " + (urls.generate_direct_url(args.bucket, index)
+                             if index in result.files_uploaded + result.files_skipped
+                             else urls.generate_base_url(args.bucket)))
     return 0 if result.success else 1
 
 

