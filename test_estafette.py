@@ -430,6 +430,13 @@ def mt(moto, monkeypatch):
 
 
 @pytest.fixture
+def small_parts(monkeypatch):
+    """Multipart from 9 MiB (in-process runs), so multipart tests need no 64 MiB files."""
+    monkeypatch.setattr(estafette, "MULTIPART_THRESHOLD", 9 * 1024 * 1024)
+    return estafette.MULTIPART_THRESHOLD
+
+
+@pytest.fixture
 def s3(seaweed):
     return boto_client(seaweed)
 
@@ -796,7 +803,7 @@ def test_identical_redeploy_uploads_nothing_and_same_size_edit_is_found(capsys, 
     assert sorted(res["files_uploaded"]) == sorted(files)
 
 
-def test_multipart_object_is_compared_by_md5chksum(capsys, sw, s3, tmp_path):
+def test_multipart_object_is_compared_by_md5chksum(capsys, sw, s3, tmp_path, small_parts):
     src = tmp_path / "big"
     src.mkdir()
     data = os.urandom(estafette.MULTIPART_THRESHOLD + 3 * 1024 * 1024 + 17)
@@ -1197,7 +1204,7 @@ FAULT_SEEDS = [11, 22, 33]
 
 
 @pytest.mark.parametrize("seed", FAULT_SEEDS)
-def test_deploy_through_faults_ends_exact(capsys, sw, s3, tmp_path, seed):
+def test_deploy_through_faults_ends_exact(capsys, sw, s3, tmp_path, seed, small_parts):
     src = tmp_path / "src"
     files = make_tree(src, 250, seed, big=estafette.MULTIPART_THRESHOLD + 1024 * 1024)
     bucket = new_bucket()
@@ -1288,7 +1295,7 @@ def test_one_failing_file_does_not_stop_the_others_and_skips_deletes(capsys, sw,
     assert_exact(s3, bucket, files)
 
 
-def test_multipart_failure_is_aborted(capsys, sw, s3, tmp_path):
+def test_multipart_failure_is_aborted(capsys, sw, s3, tmp_path, small_parts):
     src = tmp_path / "src"
     make_tree(src, 0, 3, big=estafette.MULTIPART_THRESHOLD + 1)
     bucket = new_bucket()
@@ -1305,7 +1312,7 @@ def test_multipart_failure_is_aborted(capsys, sw, s3, tmp_path):
 
 def test_kill_and_rerun_converges(sw, s3, tmp_path):
     src = tmp_path / "src"
-    files = make_tree(src, 300, 4, big=estafette.MULTIPART_THRESHOLD + 5 * 1024 * 1024)
+    files = make_tree(src, 300, 4, big=estafette.MULTIPART_THRESHOLD + 6 * 1024 * 1024)
     bucket = new_bucket()
     env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
            "AWS_ACCESS_KEY_ID": sw.access_key, "AWS_SECRET_ACCESS_KEY": sw.secret_key}
@@ -1533,7 +1540,7 @@ def test_installed_command_when_pip_installed(sw):
     assert r.returncode == 0, r.stderr
 
 
-def test_streamed_bodies_signed_and_unsigned(sw, s3, tmp_path):
+def test_streamed_bodies_signed_and_unsigned(sw, s3, tmp_path, small_parts):
     """Plain HTTP off loopback signs each streamed body's SHA-256 (single and multipart)."""
     bucket = new_bucket()
     s3.create_bucket(Bucket=bucket)
