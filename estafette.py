@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import os
 import re
+import socket
 import stat
 import sys
 import threading
@@ -61,6 +62,12 @@ class S3Error(EstafetteError):
         where = f" [{key}]" if key else ""
         rid = f" (request id {request_id})" if request_id else ""
         super().__init__(f"{code} ({status}): {message or 'no message'}{where}{rid}")
+
+
+def _with_message(exc: S3Error) -> S3Error:
+    """The same S3Error, its text rebuilt after ``message`` was changed."""
+    return S3Error(exc.status, exc.code, exc.message, exc.request_id, exc.key, exc.method,
+                   exc.details)
 
 
 # --- Models -------------------------------------------------------------------------------------
@@ -294,7 +301,7 @@ def _canonical_query(query: str) -> str:
     # encoded; decoding and re-encoding each part is the identity for correctly encoded input and
     # makes any other encoding canonical.  Sort by encoded name, then value.
     pairs = []
-    for item in query.split("&") if query else ():
+    for item in filter(None, query.split("&")):
         name, _, value = item.partition("=")
         pairs.append((_uri_encode(urllib.parse.unquote(name)),
                       _uri_encode(urllib.parse.unquote(value))))
@@ -446,6 +453,8 @@ class _Slice:
     def read(self, n: int = -1) -> bytes:
         n = self._left if n < 0 else min(n, self._left)
         data = self._f.read(n)
+        if n and not data:  # shorter than announced: the server would wait for the rest
+            raise EstafetteError(f"{self._f.name} changed while it was being uploaded")
         self._left -= len(data)
         return data
 
@@ -469,6 +478,8 @@ class Transport:
         self.timeout = timeout
         self._local = threading.local()
         self._ssl = None
+        self._all: List[Any] = []  # every connection, so close() reaches other threads' too
+        self._lock = threading.Lock()
 
     def _context(self):
         if self._ssl is None:
@@ -489,7 +500,16 @@ class Transport:
             else:
                 conn = http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=_BLOCK)
             pool[(scheme, netloc)] = conn
+            with self._lock:
+                self._all.append(conn)
         return conn
+
+    def close(self) -> None:
+        """Close every connection this transport opened."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
 
     def _drop(self, scheme: str, netloc: str) -> None:
         conn = self._local.__dict__.get("pool", {}).pop((scheme, netloc), None)
@@ -498,7 +518,6 @@ class Transport:
 
     def send(self, method: str, url: str, headers: Dict[str, str], body: Any = None) -> Response:
         """Send one request; raise OSError or http.client.HTTPException on transport failure."""
-        import http.client  # noqa: F401 - for the exceptions callers catch
         parts = urllib.parse.urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         conn = self._connection(parts.scheme, parts.netloc)
@@ -514,6 +533,28 @@ class Transport:
         return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
 
 
+def _transient(exc: BaseException) -> bool:
+    """Worth another attempt: resets, refusals, timeouts; not bad certificates or names."""
+    ssl = sys.modules.get("ssl")
+    if ssl and isinstance(exc, ssl.SSLCertVerificationError):
+        return False
+    if isinstance(exc, socket.gaierror):
+        return exc.errno == socket.EAI_AGAIN  # "try again"; unknown names stay unknown
+    return True
+
+
+def _retry_after(value: str) -> Optional[float]:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        import email.utils
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
 # Statuses and S3 codes that mean "try again" (AWS error retry guidance; OVH answers SlowDown
 # above its ~300 PUT/s per-bucket soft limit).
 _RETRY_STATUS = {500, 502, 503, 504, 429}
@@ -521,11 +562,16 @@ _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailab
                 "Throttling", "ThrottlingException", "RequestLimitExceeded", "OperationAborted"}
 
 
-def _xml(body: bytes) -> Optional[ET.Element]:
+def _xml(body: bytes, strict: bool = True) -> Optional[ET.Element]:
+    """Parse an XML answer; an empty body is None.  Unparseable: raise, or None if not strict
+    (error bodies may be HTML from a proxy)."""
     import xml.etree.ElementTree as ET
     try:
         return ET.fromstring(body) if body.strip() else None
     except ET.ParseError:
+        if strict:
+            raise EstafetteError(f"unreadable XML answer from the server: {body[:80]!r}") \
+                from None
         return None
 
 
@@ -552,7 +598,7 @@ def _build_xml(root: str, children: Iterable[Tuple[str, Any]]) -> bytes:
 
 def _error_from(resp: Response, method: str, key: str) -> S3Error:
     import http.client
-    root = _xml(resp.body)
+    root = _xml(resp.body, strict=False)
     if root is not None and root.tag.rsplit("}", 1)[-1] == "Error":
         details = {n: _text(root, n) for n in ("CanonicalRequest", "StringToSign")
                    if _text(root, n)}
@@ -603,6 +649,7 @@ class S3Client:
                       for k, v in (query or ()))
         url = self.endpoint.object_url(bucket, key, qs)
         hdrs = dict(headers or {})
+        given = {k.lower() for k in hdrs}
         if isinstance(body, Payload):
             length = body.length
             if payload_hash is None:
@@ -610,12 +657,12 @@ class S3Client:
         else:
             length = len(body)
             payload_hash = payload_hash or hashlib.sha256(body).hexdigest()
-            if body and "Content-MD5" not in hdrs:
+            if body and "content-md5" not in given:
                 # OVH wants Content-MD5 on DeleteObjects, PutBucketCors/Website and ACL bodies.
                 hdrs["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
         if method in ("PUT", "POST") or length:
             hdrs["Content-Length"] = str(length)
-        if body and "Content-Type" not in hdrs and not isinstance(body, Payload):
+        if body and "content-type" not in given and not isinstance(body, Payload):
             hdrs["Content-Type"] = "application/xml"
         attempt = 0
         while True:
@@ -627,10 +674,13 @@ class S3Client:
             stream = body.open() if isinstance(body, Payload) else (body or None)
             try:
                 resp = self.transport.send(method, url, signed, stream)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException) as exc:  # (a TLS refusal is both)
                 error: Exception = exc
                 self._debug(f"{method} {url} -> {type(exc).__name__}: {exc}")
-                retry = True
+                retry = _transient(exc)
+            except ValueError:  # http.client refuses a header value; its message quotes it
+                raise EstafetteError(f"{method} {key or bucket or '/'}: a header holds a line "
+                                     "break or a non-ASCII character") from None
             else:
                 self._debug(f"{method} {url} -> {resp.status} "
                             f"({time.monotonic() - started:.3f}s)")
@@ -640,8 +690,7 @@ class S3Client:
                 retry = resp.status in _RETRY_STATUS or error.code in _RETRY_CODES
                 if error.code == "SignatureDoesNotMatch":
                     self._debug_signature(creq, sts, error)
-                after = resp.headers.get("retry-after", "")
-                delay = float(after) if after.isdigit() else None
+                delay = _retry_after(resp.headers.get("retry-after", ""))
             finally:
                 if isinstance(stream, _Slice):
                     stream.close()
@@ -726,25 +775,38 @@ class OVHConfig:
         self._explicit = (access_key, secret_key, session_token)
         self._looked: List[str] = ["arguments"]
         self.rclone = self._load_rclone(config_file, remote)
-        self.aws_credentials, self.aws_config = self._load_aws()
-        self.provider = self.rclone.get("provider", "") if self.rclone else ""
-        endpoint = endpoint or (self.rclone or {}).get("endpoint") or \
-            self.aws_config.get("endpoint_url") or None
-        if endpoint and "://" not in endpoint:
-            endpoint = "https://" + endpoint  # rclone allows a bare host
-        region = region or (self.rclone or {}).get("region") or self.aws_config.get("region")
-        self._transport = Transport()
+        self._aws_error: Optional[UsageError] = None
+        try:
+            self.aws_credentials, self.aws_config = self._load_aws()
+        except UsageError as exc:  # fatal only if the AWS files are needed for credentials
+            self.aws_credentials, self.aws_config, self._aws_error = {}, {}, exc
+        rc = self.rclone or {}
+        aws_endpoint = self.aws_config.get("endpoint_url")
+        # ~/.aws/config's region belongs to AWS unless that profile also names an endpoint: an
+        # AWS CLI user's eu-central-1 must not become the OVH region.
+        cfg_region = rc.get("region") or (self.aws_config.get("region") if aws_endpoint else None)
+        cfg_endpoint = rc.get("endpoint") or aws_endpoint
+        if cfg_endpoint and "://" not in cfg_endpoint:
+            cfg_endpoint = "https://" + cfg_endpoint  # rclone allows a bare host
+        if (not endpoint and region and cfg_endpoint and region.lower() in OVH_REGIONS
+                and _host_region(cfg_endpoint)[0] == "ovh"):
+            cfg_endpoint = None  # --region SBG means SBG's endpoint, not the config's GRA one
+        url = endpoint or cfg_endpoint
+        self.transport = Transport()
         self._clients: Dict[Endpoint, S3Client] = {}
         self._credentials: Optional[OVHCredentials] = None
-        self.endpoint_url = endpoint
-        if endpoint:
-            probe = Endpoint.parse(endpoint, "us-east-1", path_style)
-            host_region = next((m.group("r") for rx, _ in _PROVIDER_HOSTS
-                                for m in [rx.match(probe.netloc.split(":")[0])]
-                                if m and "r" in rx.groupindex), None)
-            region = region or host_region or "us-east-1"
-            if probe.scheme == "http" and not _is_loopback(probe.netloc):
-                self.warnings.append(f"endpoint {endpoint} is plain HTTP: data and signed "
+        self.endpoint_url = url
+        explicit_region, region = region, region or cfg_region
+        if url:
+            host_region = _host_region(url)[1]
+            if host_region:  # the host names its region: signing with another one fails
+                if explicit_region and explicit_region.lower() != host_region:
+                    raise UsageError(f"region {explicit_region!r} does not match endpoint {url}, "
+                                     f"whose region is {host_region}")
+                region = host_region
+            region = region or "us-east-1"
+            if url.startswith("http://") and not _is_loopback(url.split("/")[2]):
+                self.warnings.append(f"endpoint {url} is plain HTTP: data and signed "
                                      "requests travel unencrypted")
         self.region = region or DEFAULT_REGION
         self.default_endpoint = self.endpoint_for(self.region)
@@ -842,8 +904,16 @@ class OVHConfig:
             (cf.get("_source", ""), cf.get("aws_access_key_id"), cf.get("aws_secret_access_key"),
              cf.get("aws_session_token")),
         ]
-        for source, key, secret, token in candidates:
+        for i, (source, key, secret, token) in enumerate(candidates):
+            if i == 4 and self._aws_error:
+                raise self._aws_error
             if key and secret:
+                for what, value in (("access key", key), ("secret key", secret),
+                                    ("session token", token or "x")):
+                    if not re.match(r"^[\x21-\x7e]+$", value.strip()):
+                        # never echo the value: it may be a secret
+                        raise UsageError(f"the {what} from {source} contains spaces or "
+                                         "characters other than printable ASCII")
                 self._credentials = OVHCredentials(key.strip(), secret.strip(),
                                                    (token or "").strip() or None, source)
                 return self._credentials
@@ -868,6 +938,9 @@ class OVHConfig:
                              f"{', '.join(c.upper() for c in OVH_REGIONS)} "
                              "(or give --endpoint for another S3 service)")
         url = self.endpoint_url or ovh_endpoint(region)
+        host_region = _host_region(url)[1]
+        if host_region and host_region != region.lower():  # same provider, another region
+            url = url.replace(f"s3.{host_region}.", f"s3.{region.lower()}.", 1)
         return Endpoint.parse(url, region.lower(), self.path_style)
 
     def get_region_config(self, code: Optional[str] = None) -> OVHRegionConfig:
@@ -879,9 +952,19 @@ class OVHConfig:
         """A (cached) S3Client for ``region``; needs credentials."""
         ep = self.endpoint_for(region)
         if ep not in self._clients:
-            self._clients[ep] = S3Client(ep, self.get_credentials(), self._transport,
+            self._clients[ep] = S3Client(ep, self.get_credentials(), self.transport,
                                          self.retries, self.log)
         return self._clients[ep]
+
+
+def _host_region(url: str) -> Tuple[str, Optional[str]]:
+    """(provider, region named by the host) of an endpoint URL; raise UsageError if invalid."""
+    host = urllib.parse.urlsplit(Endpoint.parse(url, "us-east-1").url).hostname or ""
+    for rx, provider in _PROVIDER_HOSTS:
+        m = rx.match(host)
+        if m:
+            return provider, m.groupdict().get("r")
+    return "custom", None
 
 
 def _is_loopback(netloc: str) -> bool:
@@ -932,7 +1015,8 @@ _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 def validate_origin(origin: str) -> str:
     """Return a CORS origin if it is ``*`` or ``scheme://host[:port]``, else raise UsageError."""
-    if origin != "*" and not _ORIGIN_RE.match(origin):
+    m = _ORIGIN_RE.match(origin)
+    if origin != "*" and not (m and 0 < int((m.group(1) or ":443")[1:]) < 65536):
         raise UsageError(f"invalid CORS origin {origin!r}: expected scheme://host[:port], "
                          "e.g. https://example.com")
     return origin
@@ -944,6 +1028,8 @@ def _parse_rules(rules: Iterable[str], option: str) -> List[Tuple[str, str]]:
         glob, sep, value = rule.partition("=")
         if not sep or not glob or not value.strip():
             raise UsageError(f"{option} {rule!r}: expected GLOB=VALUE, e.g. '*.html=max-age=60'")
+        if not re.match(r"^[\x20-\x7e]+$", value):  # a header value: no line breaks
+            raise UsageError(f"{option} {rule!r}: the value must be printable ASCII")
         out.append((glob, value.strip()))
     return out
 
@@ -989,6 +1075,11 @@ class _File:
         return base64.b64encode(self.md5).decode()
 
 
+def _hidden(rel: str) -> bool:
+    return any(p.startswith(".") and p not in (".", "..", ".well-known")
+               for p in rel.split(os.sep))
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -1015,7 +1106,7 @@ def scan_source(root: str, prefix: str = "") -> Tuple[List[_File], List[str], Li
         for entry in entries:
             name = entry.name
             sub = f"{rel}/{name}" if rel else name
-            if name.startswith(".") and name != ".well-known":
+            if _hidden(name):
                 notes.append(f"{sub}: dotfile, not published")
                 continue
             try:
@@ -1023,6 +1114,9 @@ def scan_source(root: str, prefix: str = "") -> Tuple[List[_File], List[str], Li
                     target = os.path.realpath(entry.path)
                     if not _inside(target, real_root):
                         notes.append(f"{sub}: symlink to outside the source, not followed")
+                        continue
+                    if _hidden(os.path.relpath(target, real_root)):  # e.g. env.txt -> .env
+                        notes.append(f"{sub}: symlink to a dotfile, not published")
                         continue
                 is_dir, is_file = entry.is_dir(), entry.is_file()
                 if is_dir:
@@ -1064,12 +1158,15 @@ def normalize_prefix(prefix: Optional[str]) -> str:
 class _Progress:
     """One self-rewriting status line on a terminal (files, bytes, rate, ETA)."""
 
-    def __init__(self, stream: Any, files: int, size: int):
+    def __init__(self) -> None:
+        self.begin(None, 0, 0)
+        self.stop = threading.Event()  # set on interrupt: workers give up at the next step
+
+    def begin(self, stream: Any, files: int, size: int) -> None:
         self.stream, self.files, self.size = stream, files, size
         self.done_files = self.done_bytes = 0
         self.started = self._last = time.monotonic()
         self._lock = threading.Lock()
-        self.stop = threading.Event()  # set on interrupt: workers give up at the next step
 
     def add(self, files: int = 0, nbytes: int = 0) -> None:
         with self._lock:
@@ -1093,11 +1190,11 @@ class _Progress:
 
 
 def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return ""
+    return f"{n:.1f} GiB"
 
 
 class _Manager:
@@ -1126,9 +1223,10 @@ def _list_objects(client: S3Client, bucket: str, prefix: str = "",
                                f.get("ETag", "").strip('"'), f.get("LastModified", ""))
         for el in root.iterfind("{*}CommonPrefixes") if root is not None else ():
             yield RemoteObject(_text(el, "Prefix"), is_prefix=True)
-        token = _text(root, "NextContinuationToken")
-        if _text(root, "IsTruncated") != "true" or not token:
-            return
+        next_token = _text(root, "NextContinuationToken")
+        if _text(root, "IsTruncated") != "true" or not next_token or next_token == token:
+            return  # (a server repeating its token would loop forever)
+        token = next_token
 
 
 def _list_uploads(client: S3Client, bucket: str, prefix: str = "") -> List[Tuple[str, str]]:
@@ -1140,15 +1238,17 @@ def _list_uploads(client: S3Client, bucket: str, prefix: str = "") -> List[Tuple
                                    + markers).body)
         out += [(_text(el, "Key"), _text(el, "UploadId"))
                 for el in (root.iterfind("{*}Upload") if root is not None else ())]
-        if _text(root, "IsTruncated") != "true":
-            return out
-        markers = [("key-marker", _text(root, "NextKeyMarker")),
-                   ("upload-id-marker", _text(root, "NextUploadIdMarker"))]
+        next_markers = [("key-marker", _text(root, "NextKeyMarker")),
+                        ("upload-id-marker", _text(root, "NextUploadIdMarker"))]
+        if _text(root, "IsTruncated") != "true" or next_markers in (markers, [
+                ("key-marker", ""), ("upload-id-marker", "")]):
+            return out  # (a server repeating its markers would loop forever)
+        markers = next_markers
 
 
 def _delete_objects(client: S3Client, bucket: str,
-                    items: Sequence[Tuple[str, Optional[str]]]) -> List[str]:
-    """DeleteObjects in batches of 1,000 (key, version id); return per-key error lines."""
+                    items: Sequence[Tuple[str, Optional[str]]]) -> List[Tuple[str, str]]:
+    """DeleteObjects in batches of 1,000 (key, version id); return (key, error) failures."""
     errors = []
     for i in range(0, len(items), 1000):
         objs = [("Object", [("Key", k)] + ([("VersionId", v)] if v else []))
@@ -1156,8 +1256,8 @@ def _delete_objects(client: S3Client, bucket: str,
         body = _build_xml("Delete", [("Quiet", "true")] + objs)
         root = _xml(client.request("POST", bucket, query=[("delete", None)], body=body).body)
         for el in root.iterfind("{*}Error") if root is not None else ():
-            errors.append(f"cannot delete {_text(el, 'Key')}: {_text(el, 'Code')} "
-                          f"{_text(el, 'Message')}".rstrip())
+            errors.append((_text(el, "Key"),
+                           f"{_text(el, 'Code')} {_text(el, 'Message')}".rstrip()))
     return errors
 
 
@@ -1181,8 +1281,7 @@ class BucketManager(_Manager):
                 return False
             if exc.code == "BucketAlreadyExists":
                 exc.message += " (bucket names are global: another account owns this one)"
-                exc.args = (f"BucketAlreadyExists ({exc.status}): {exc.message} [{bucket_name}]",)
-            raise
+            raise _with_message(exc)
         return True
 
     def bucket_exists(self, bucket_name: str, region: Optional[str] = None) -> bool:
@@ -1194,15 +1293,13 @@ class BucketManager(_Manager):
         except S3Error as exc:
             if exc.status == 404:
                 return False
-            if exc.status != 403:
-                raise
         try:  # a HEAD answer has no body: ask again with a GET, whose error names the cause
             client.request("GET", bucket_name, query=[("list-type", "2"), ("max-keys", "0")])
         except S3Error as exc:
             if exc.code == "AccessDenied":
-                exc.args = (f"AccessDenied (403): your key cannot use bucket {bucket_name} "
-                            "(another account's bucket, or missing rights)",)
-            raise
+                exc.message += f" (your key cannot use bucket {bucket_name}: another account's " \
+                               "bucket, or missing rights)"
+            raise _with_message(exc)
         return True
 
     def list_buckets(self, region: Optional[str] = None) -> List[BucketInfo]:
@@ -1230,16 +1327,16 @@ class BucketManager(_Manager):
             client.request("DELETE", bucket_name)
         except S3Error as exc:
             if exc.code == "BucketNotEmpty" and not force:
-                exc.args = (f"BucketNotEmpty (409): bucket {bucket_name} is not empty; use "
-                            "--force to delete its contents too",)
-            raise
+                exc.message = f"bucket {bucket_name} is not empty; use --force to delete its " \
+                              "contents too"
+            raise _with_message(exc)
         return True
 
     def empty_bucket(self, bucket_name: str, region: Optional[str] = None,
                      on_progress: Optional[Callable[[int], None]] = None) -> int:
         """Delete every object, object version and unfinished multipart upload; return count."""
         client = self._client(region)
-        count = 0
+        count, previous = 0, None
         # Leftover multipart uploads (a killed deploy) keep a bucket from being deleted.
         for key, upload_id in _list_uploads(client, bucket_name):
             try:
@@ -1251,9 +1348,13 @@ class BucketManager(_Manager):
             batch = [(o.key, None) for _, o in zip(range(1000), _list_objects(client, bucket_name))]
             if not batch:
                 break
+            if batch == previous:  # deletes that do not take: do not loop forever
+                raise EstafetteError(f"cannot empty bucket {bucket_name}: objects reappear")
+            previous = batch
             errors = _delete_objects(client, bucket_name, batch)
             if errors:
-                raise EstafetteError(f"cannot empty bucket {bucket_name}: {errors[0]}")
+                raise EstafetteError(f"cannot empty bucket {bucket_name}: cannot delete "
+                                     f"{errors[0][0]}: {errors[0][1]}")
             count += len(batch)
             if on_progress:
                 on_progress(count)
@@ -1268,12 +1369,14 @@ class BucketManager(_Manager):
         if versions:
             errors = _delete_objects(client, bucket_name, versions)
             if errors:
-                raise EstafetteError(f"cannot empty bucket {bucket_name}: {errors[0]}")
+                raise EstafetteError(f"cannot empty bucket {bucket_name}: cannot delete "
+                                     f"{errors[0][0]}: {errors[0][1]}")
             count += len(versions)
         return count
 
 
-def _hash_file(f: _File, tmpdir: Optional[str], parts: Any = None, psize: int = 0) -> None:
+def _hash_file(f: _File, tmpdir: Optional[str], parts: Any = None, psize: int = 0,
+               stop: Optional[threading.Event] = None) -> None:
     """Set f.md5/f.size/f.body_path from the bytes that will be uploaded (gzipped if asked).
 
     With a ``parts`` pool and a part size, the parts' SHA-256 payload hashes (needed to sign
@@ -1297,12 +1400,22 @@ def _hash_file(f: _File, tmpdir: Optional[str], parts: Any = None, psize: int = 
         f.body_path = f.path
     with open(f.body_path, "rb") as src:
         for block in iter(lambda: src.read(1 << 20), b""):
+            if stop is not None and stop.is_set():
+                raise EstafetteError("interrupted")
             md5.update(block)
             size += len(block)
     hashes = {off: fut.result() for off, fut in futures.items()}
     if futures and size == f.size:  # a file that changed size meanwhile has other parts
         f.part_sha256 = hashes
     f.md5, f.size = md5.digest(), size
+
+
+def _is_public(client: S3Client, bucket: str, key: str) -> bool:
+    """True if the object's ACL grants READ to AllUsers (what public-read sets)."""
+    root = _xml(client.request("GET", bucket, key, query=[("acl", None)]).body)
+    return any((_text(g.find("{*}Grantee"), "URI")).endswith("/AllUsers")
+               and _text(g, "Permission") in ("READ", "FULL_CONTROL")
+               for g in (root.iterfind(".//{*}Grant") if root is not None else ()))
 
 
 def _remote_md5(client: S3Client, bucket: str, key: str) -> Optional[bytes]:
@@ -1371,17 +1484,21 @@ def _multipart(client: S3Client, bucket: str, f: _File, headers: Dict[str, str],
         etags = [fut.result() for fut in futures]
         body = _build_xml("CompleteMultipartUpload", [
             ("Part", [("PartNumber", i + 1), ("ETag", etag)]) for i, etag in enumerate(etags)])
-        try:
-            resp = client.request("POST", bucket, f.key, query=[("uploadId", upload_id)],
-                                  body=body)
-            done = _xml(resp.body)
-            if done is not None and done.tag.rsplit("}", 1)[-1] == "Error":
-                raise _error_from(resp, "POST", f.key)  # S3 may fail a Complete with a 200
-        except S3Error as exc:
-            # A retried Complete whose first answer was lost finds the upload gone: the object
-            # is there if it carries our MD5.
-            if exc.code != "NoSuchUpload" or _remote_md5(client, bucket, f.key) != f.md5:
-                raise
+        for attempt in range(1, client.retries + 1):
+            try:
+                resp = client.request("POST", bucket, f.key, query=[("uploadId", upload_id)],
+                                      body=body)
+                done = _xml(resp.body)
+                if done is not None and done.tag.rsplit("}", 1)[-1] == "Error":
+                    raise _error_from(resp, "POST", f.key)  # S3 may fail a Complete in a 200
+                break
+            except S3Error as exc:
+                # A retried Complete whose first answer was lost finds the upload gone: the
+                # object is there if it carries our MD5.
+                if exc.code == "NoSuchUpload" and _remote_md5(client, bucket, f.key) == f.md5:
+                    break
+                if exc.code not in _RETRY_CODES or attempt == client.retries:
+                    raise
     except BaseException:
         for fut in futures:
             fut.cancel()
@@ -1424,40 +1541,44 @@ class _Sync:
         type_rules = _parse_rules(content_types, "--content-type")
         gzip_globs = list(gzip)
         self.files, notes, self.errors = scan_source(source, self.prefix)
-        self.notes = notes
+        # Dotfiles are skipped silently (that is the rule); skipped symlinks are reported.
+        self.warnings = [n for n in notes if "symlink" in n]
         if delete and not self.files:
             raise UsageError(f"source {source!r} holds no file to publish; refusing --delete, "
                              "which would remove everything under the prefix")
         for f in self.files:
             f.content_type = _first_match(type_rules, f.rel) or content_type_for(f.rel)
             f.cache_control = _first_match(cache_rules, f.rel)
-            f.gzip = any(_first_match([(g, "y")], f.rel) for g in gzip_globs)
+            f.gzip = _first_match([(g, "gzip") for g in gzip_globs], f.rel) is not None
 
     def run(self, client: S3Client, bucket: str, console: Any = None) -> SyncResult:
         import tempfile
         from concurrent.futures import ThreadPoolExecutor
-        res = SyncResult(errors=list(self.errors), keys=[f.key for f in self.files])
-        res.warnings = [n for n in self.notes if "symlink" in n]
-        try:
-            remote = {o.key: o for o in _list_objects(client, bucket, self.prefix)}
-        except S3Error as exc:
-            if not (self.dry_run and exc.code == "NoSuchBucket"):
-                raise
-            remote = {}
+        res = SyncResult(errors=list(self.errors), keys=[f.key for f in self.files],
+                         warnings=list(self.warnings))
         tmpdir = tempfile.mkdtemp(prefix="estafette-") if any(f.gzip for f in self.files) \
             else None
         pool, parts = ThreadPoolExecutor(self.jobs), ThreadPoolExecutor(min(self.jobs, PART_JOBS))
-        progress, pending = _Progress(None, 0, 0), []  # type: ignore[var-annotated]
+        progress, pending = _Progress(), []  # type: ignore[var-annotated]
         try:
-            todo = self._plan(client, bucket, remote, pool, parts, res, tmpdir)
+            hashing = self._hash_all(client, pool, parts, tmpdir, progress.stop)
+            try:  # listed by this thread while the workers hash
+                remote = {o.key: o for o in _list_objects(client, bucket, self.prefix)}
+            except S3Error as exc:
+                if not (self.dry_run and exc.code == "NoSuchBucket"):
+                    raise
+                remote = {}
+            todo = self._plan(client, bucket, remote, hashing, pool, res)
+            self._fix_acl_drift(client, bucket, pool, res)
             stale = sorted(set(remote) - set(res.keys)) if self.delete else []
             res.actions += [{"action": "delete", "key": k, "reason": "stale",
                              "size": remote[k].size} for k in stale]
             if self.dry_run:
+                if len(stale) > self.max_delete:  # say now what the real run would refuse
+                    res.errors.append(_too_many(len(stale), self.max_delete))
                 return res
-            total = sum(f.size for f in todo)
-            progress = _Progress(console if console is not None and _isatty(console) else None,
-                                 len(todo), total)
+            progress.begin(console if _isatty(console) else None, len(todo),
+                           sum(f.size for f in todo))
             try:
                 for phase in self._phases(todo):
                     futures = [(f, pool.submit(_put_file, client, bucket, f, self.acl, parts,
@@ -1476,7 +1597,7 @@ class _Sync:
             self._delete_stale(client, bucket, stale, res)
             return res
         except BaseException:
-            progress.stop.set()  # running uploads stop at their next part
+            progress.stop.set()  # workers give up at their next file, block or part
             for fut in pending:
                 fut.cancel()
             raise
@@ -1487,32 +1608,20 @@ class _Sync:
                 import shutil
                 shutil.rmtree(tmpdir, ignore_errors=True)
 
-    def _plan(self, client: S3Client, bucket: str, remote: Dict[str, RemoteObject],
-              pool: Any, parts: Any, res: SyncResult, tmpdir: Optional[str]) -> List[_File]:
-        """Hash every file (in the workers) and decide: new, changed, unchanged (or forced)."""
+    def _hash_all(self, client: S3Client, pool: Any, parts: Any, tmpdir: Optional[str],
+                  stop: threading.Event) -> List[Any]:
+        """Start hashing every file in the workers; futures of per-file errors (or None)."""
         # Where part bodies are signed, their SHA-256s are computed during the MD5 pass.
         signed_parts = not client.unsigned_payload and not self.dry_run
 
-        def decide(f: _File) -> str:
-            big = signed_parts and f.size >= MULTIPART_THRESHOLD
-            _hash_file(f, tmpdir, parts if big else None, _part_size_for(client, f.size))
-            have = remote.get(f.key)
-            if have is None:
-                return "new"
-            if self.force:
-                return "forced"
-            if have.size != f.size:
-                return "changed"
-            if "-" not in have.etag:  # a single-part ETag is the MD5 of the bytes
-                return "unchanged" if have.etag.lower() == f.md5.hex() else "changed"
-            # Multipart ETags are not MD5s: one HEAD for the md5chksum metadata.
-            return "unchanged" if _remote_md5(client, bucket, f.key) == f.md5 else "changed"
-
-        def decide_all(chunk: List[_File]) -> List[Any]:
-            out: List[Any] = []
+        def hash_chunk(chunk: List[_File]) -> List[Optional[BaseException]]:
+            out: List[Optional[BaseException]] = []
             for f in chunk:
+                big = signed_parts and f.size >= MULTIPART_THRESHOLD
                 try:
-                    out.append(decide(f))
+                    _hash_file(f, tmpdir, parts if big else None,
+                               _part_size_for(client, f.size), stop)
+                    out.append(None)
                 except (EstafetteError, OSError) as exc:
                     out.append(exc)
             return out
@@ -1520,14 +1629,40 @@ class _Sync:
         # Site files are small: hand them out in chunks, as one future per file costs more
         # than hashing it.
         step = max(1, len(self.files) // (self.jobs * 4))
-        chunks = [self.files[i:i + step] for i in range(0, len(self.files), step)]
-        decided = [r for fut in [pool.submit(decide_all, c) for c in chunks] for r in fut.result()]
+        return [pool.submit(hash_chunk, self.files[i:i + step])
+                for i in range(0, len(self.files), step)]
+
+    def _plan(self, client: S3Client, bucket: str, remote: Dict[str, RemoteObject],
+              hashing: List[Any], pool: Any, res: SyncResult) -> List[_File]:
+        """Decide for each hashed file: new, changed, unchanged (or forced)."""
+        errors = [e for fut in hashing for e in fut.result()]
+        heads = {}
+        for f, error in zip(self.files, errors):
+            have = remote.get(f.key)
+            if error is not None:
+                f.reason = "error"
+                res.errors.append(f"{f.key}: {_reason(error)}")
+            elif have is None:
+                f.reason = "new"
+            elif self.force:
+                f.reason = "forced"
+            elif have.size != f.size:
+                f.reason = "changed"
+            elif "-" not in have.etag:  # a single-part ETag is the MD5 of the bytes
+                f.reason = "unchanged" if have.etag.lower() == f.md5.hex() else "changed"
+            else:  # multipart ETags are not MD5s: one HEAD for the md5chksum metadata
+                heads[f.key] = pool.submit(_remote_md5, client, bucket, f.key)
         todo = []
-        for f, reason in zip(self.files, decided):
-            if isinstance(reason, BaseException):
-                res.errors.append(f"{f.key}: {_reason(reason)}")
+        for f in self.files:
+            if f.key in heads:
+                try:
+                    f.reason = "unchanged" if heads[f.key].result() == f.md5 else "changed"
+                except S3Error as exc:
+                    f.reason = "new" if exc.status == 404 else "error"  # gone since listed
+                    if exc.status != 404:
+                        res.errors.append(f"{f.key}: {exc}")
+            if f.reason == "error":
                 continue
-            f.reason = reason
             res.actions.append({"action": "skip" if f.reason == "unchanged" else "upload",
                                 "key": f.key, "reason": f.reason, "size": f.size})
             if f.reason == "unchanged":
@@ -1535,6 +1670,33 @@ class _Sync:
             else:
                 todo.append(f)
         return todo
+
+    def _fix_acl_drift(self, client: S3Client, bucket: str, pool: Any,
+                       res: SyncResult) -> None:
+        """Unchanged objects are not re-sent, so their ACL could be a previous run's: a sample
+        of three tells; on a mismatch, --acl is applied to every unchanged object."""
+        keys = res.files_skipped
+        sample = sorted({keys[0], keys[len(keys) // 2], keys[-1]}) if keys else []
+        try:
+            drift = any(p != (self.acl == "public-read")
+                        for p in pool.map(lambda k: _is_public(client, bucket, k), sample))
+        except EstafetteError as exc:  # a service without object ACLs: nothing to fix
+            res.warnings.append(f"could not check the ACL of unchanged objects: {exc}")
+            return
+        if not drift:
+            return
+        res.actions += [{"action": "set-acl", "key": k, "reason": self.acl} for k in keys]
+        if self.dry_run:
+            return
+
+        def put_acl(key: str) -> Optional[str]:
+            try:
+                client.request("PUT", bucket, key, query=[("acl", None)],
+                               headers={"x-amz-acl": self.acl})
+                return None
+            except EstafetteError as exc:
+                return f"{key}: cannot set ACL {self.acl}: {exc}"
+        res.errors += [e for e in pool.map(put_acl, keys) if e]
 
     def _phases(self, todo: List[_File]) -> List[List[_File]]:
         """Assets first, then HTML deepest first, the root index last: no page goes live
@@ -1550,16 +1712,18 @@ class _Sync:
     def _abort_leftover_uploads(self, client: S3Client, bucket: str, res: SyncResult) -> None:
         """Abort unfinished multipart uploads of our keys: a killed run, or a retried
         CreateMultipartUpload whose first answer was lost, leaves them behind (billed)."""
-        if not any(f.size >= MULTIPART_THRESHOLD for f in self.files):
-            return
         ours = set(res.keys)
         try:
-            for key, upload_id in _list_uploads(client, bucket, self.prefix):
-                if key in ours:
-                    client.request("DELETE", bucket, key, query=[("uploadId", upload_id)])
-        except S3Error as exc:
-            if exc.code != "NoSuchUpload":
-                res.warnings.append(f"could not clean up unfinished uploads: {exc}")
+            leftovers = [u for u in _list_uploads(client, bucket, self.prefix) if u[0] in ours]
+        except EstafetteError as exc:
+            res.warnings.append(f"could not list unfinished uploads: {exc}")
+            return
+        for key, upload_id in leftovers:
+            try:
+                client.request("DELETE", bucket, key, query=[("uploadId", upload_id)])
+            except S3Error as exc:
+                if exc.code != "NoSuchUpload":  # gone already: fine
+                    res.warnings.append(f"could not abort an unfinished upload of {key}: {exc}")
 
     def _delete_stale(self, client: S3Client, bucket: str, stale: List[str],
                       res: SyncResult) -> None:
@@ -1569,13 +1733,16 @@ class _Sync:
             res.errors.append(f"{len(stale)} stale key(s) not deleted because of the errors "
                               "above; re-run to finish")
         elif len(stale) > self.max_delete:
-            res.errors.append(f"{len(stale)} stale keys would be deleted, more than --max-delete "
-                              f"{self.max_delete}: nothing deleted")
+            res.errors.append(_too_many(len(stale), self.max_delete))
         else:
-            failed = _delete_objects(client, bucket, [(k, None) for k in stale])
-            res.errors += failed
-            bad = {line.split(": ", 1)[0][len("cannot delete "):] for line in failed}
-            res.files_deleted = [k for k in stale if k not in bad]
+            failed = dict(_delete_objects(client, bucket, [(k, None) for k in stale]))
+            res.errors += [f"cannot delete {k}: {why}" for k, why in failed.items()]
+            res.files_deleted = [k for k in stale if k not in failed]
+
+
+def _too_many(count: int, limit: int) -> str:
+    return (f"{count} stale keys would be deleted, more than --max-delete {limit}: "
+            "nothing deleted (all or nothing)")
 
 
 def _isatty(stream: Any) -> bool:
@@ -1626,7 +1793,7 @@ class FileManager(_Manager):
                   content_type or content_type_for(local_path), cache_control)
         _hash_file(f, None)
         with ThreadPoolExecutor(PART_JOBS) as parts:
-            _put_file(self._client(region), bucket_name, f, acl, parts, _Progress(None, 1, 0))
+            _put_file(self._client(region), bucket_name, f, acl, parts, _Progress())
         return True
 
     def list_remote_files(self, bucket_name: str, prefix: str = "", recursive: bool = True,
@@ -1729,13 +1896,14 @@ class CORSManager(_Manager):
     def test_cors(self, bucket_name: str, region: Optional[str] = None,
                   origin: str = "", file_path: str = "index.html") -> bool:
         """Send a browser-like preflight (unsigned OPTIONS); True if ``origin`` is allowed."""
+        import http.client
         validate_origin(origin)
         url = self.config.endpoint_for(region).object_url(bucket_name, file_path.lstrip("/"))
         headers = {"Origin": origin, "Access-Control-Request-Method": "GET",
                    "Host": _host_header(urllib.parse.urlsplit(url))}
         try:
-            resp = self.config._transport.send("OPTIONS", url, headers)
-        except (OSError, __import__("http.client").client.HTTPException) as exc:
+            resp = self.config.transport.send("OPTIONS", url, headers)
+        except (OSError, http.client.HTTPException) as exc:
             raise EstafetteError(f"CORS preflight to {url} failed: {exc}") from None
         allowed = resp.headers.get("access-control-allow-origin", "")
         return resp.status < 300 and allowed in (origin, "*")
@@ -1994,6 +2162,7 @@ def _app(args: argparse.Namespace) -> OVHEstafette:
     if not args.quiet:
         for warning in app.config.warnings:
             print(f"estafette: warning: {warning}", file=sys.stderr)
+    args.app = app  # main() closes its connections
     app.config.client()  # resolve credentials now: a missing key is exit 2, before any request
     return app
 
@@ -2181,6 +2350,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             import traceback
             traceback.print_exc()
         return 1
+    finally:
+        if getattr(args, "app", None) is not None:
+            args.app.config.transport.close()
 
 
 if __name__ == "__main__":

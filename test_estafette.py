@@ -196,13 +196,14 @@ class FaultProxy:
 
     KINDS = ("slowdown", "error500", "reset", "lost", "delay", "truncate")
 
-    def __init__(self, upstream, rate=0.0, seed=0, kinds=KINDS, decide=None, retry_after=None):
+    def __init__(self, upstream, rate=0.0, seed=0, kinds=KINDS, decide=None, retry_after=None,
+                 tls=None):
         if hasattr(upstream, "endpoint"):
             self.access_key, self.secret_key = upstream.access_key, upstream.secret_key
             u = urllib.parse.urlsplit(upstream.endpoint)
             upstream = (u.hostname, u.port)
         self.upstream, self.rate, self.kinds, self.decide = upstream, rate, tuple(kinds), decide
-        self.retry_after = retry_after
+        self.retry_after, self.tls = retry_after, tls  # tls: (certfile, keyfile) to serve HTTPS
         self.rng = random.Random(seed)
         self.counts = dict.fromkeys(self.KINDS, 0)
         self.log = []
@@ -212,15 +213,27 @@ class FaultProxy:
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self):
         proxy = self
 
+        context = None
+        if self.tls:
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
-                with self.request.makefile("rb") as rfile:
-                    proxy._serve(self.request, rfile)
+                conn = self.request
+                if context:
+                    try:
+                        conn = context.wrap_socket(conn, server_side=True)
+                    except OSError:
+                        return  # the client refused our certificate
+                with conn.makefile("rb") as rfile:
+                    proxy._serve(conn, rfile)
 
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -689,15 +702,30 @@ def test_config_aws_files_and_default_rclone_path(clean_env, monkeypatch):
     write(clean_env / ".aws" / "credentials",
           "[default]\naws_access_key_id = d\naws_secret_access_key = ds\n"
           "[prod]\naws_access_key_id = p\naws_secret_access_key = ps\n")
-    write(clean_env / ".aws" / "config", "[profile prod]\nregion = rbx\n")
-    assert estafette.OVHConfig().get_credentials().access_key == "d"
+    write(clean_env / ".aws" / "config", "[profile prod]\nregion = rbx\n"
+          "endpoint_url = https://s3.rbx.io.cloud.ovh.net\n[default]\nregion = eu-central-1\n")
+    c = estafette.OVHConfig()
+    assert c.get_credentials().access_key == "d"
+    # an AWS CLI region without an endpoint is AWS's, not an OVH region
+    assert c.default_endpoint.region == "eu-west-par"
     monkeypatch.setenv("AWS_PROFILE", "prod")
     c = estafette.OVHConfig()
     assert c.get_credentials().access_key == "p" and c.default_endpoint.region == "rbx"
     monkeypatch.setenv("AWS_PROFILE", "nope")
     with pytest.raises(UsageError, match="profile 'nope'"):
-        estafette.OVHConfig()
+        estafette.OVHConfig().get_credentials()
+    # a broken ~/.aws matters only when the credentials would come from it
+    monkeypatch.setenv("OVH_ACCESS_KEY_ID", "ovh-key")
+    monkeypatch.setenv("OVH_SECRET_ACCESS_KEY", "ovh-secret")
+    assert estafette.OVHConfig().get_credentials().access_key == "ovh-key"
+    write(clean_env / ".aws" / "credentials", "not [ini")
+    assert estafette.OVHConfig().get_credentials().access_key == "ovh-key"
+    monkeypatch.delenv("OVH_ACCESS_KEY_ID")
+    monkeypatch.delenv("OVH_SECRET_ACCESS_KEY")
+    with pytest.raises(UsageError, match="malformed"):
+        estafette.OVHConfig().get_credentials()
     monkeypatch.delenv("AWS_PROFILE")
+    (clean_env / ".aws" / "credentials").unlink()
     write(clean_env / ".config" / "rclone" / "rclone.conf", RCLONE)
     assert estafette.OVHConfig().get_credentials().access_key == "rclone-access-key"
 
@@ -1409,6 +1437,11 @@ def test_symlinks_loops_long_keys_and_bad_names(capsys, sw, s3, tmp_path):
     os.symlink(outside / "secret.txt", src / "leak.txt")  # a file outside: not followed
     os.symlink(src / "real", src / "alias")  # inside: published
     os.symlink(src, src / "real" / "loop")  # a loop back to the root: cut
+    (src / ".env").write_text("SECRET=1")
+    os.symlink(src / ".env", src / "env.txt")  # inside, but a dotfile: not published
+    os.symlink(src / ".git-dir", src / "repo")
+    (src / ".git-dir").mkdir()
+    (src / ".git-dir" / "config").write_text("[core]")
     deep = src / ("x" * 250) / ("y" * 250) / ("z" * 250) / ("w" * 250) / ("v" * 250)
     deep.mkdir(parents=True)
     (deep / "too-long.txt").write_text("x")
@@ -1422,7 +1455,8 @@ def test_symlinks_loops_long_keys_and_bad_names(capsys, sw, s3, tmp_path):
     got = set(remote_objects(s3, bucket))
     assert got == {"index.html", "real/page.html", "alias/page.html"}
     assert "symlink to outside the source" in err and "escape" in err and "leak.txt" in err
-    assert "loop" in err
+    assert "loop" in err and "env.txt: symlink to a dotfile" in err
+    assert "repo: symlink to a dotfile" in err
     assert any("1024" in e for e in res["errors"])
     assert any("not valid UTF-8" in e for e in res["errors"])
     assert "private" not in [remote_bytes(s3, bucket, k).decode() for k in got]
@@ -1567,3 +1601,122 @@ def test_streamed_bodies_signed_and_unsigned(sw, s3, tmp_path, small_parts):
     assert result.success, result.errors
     assert hashlib.md5(remote_bytes(s3, bucket, "mp/media/big.bin")).digest() == \
         hashlib.md5((src / "media" / "big.bin").read_bytes()).digest()
+
+
+# --- TLS, review fixes ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (certfile, keyfile)."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    d = tmp_path_factory.mktemp("tls")
+    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return str(d / "cert.pem"), str(d / "key.pem")
+
+
+def test_tls_is_verified_and_honours_ca_bundles(capsys, sw, s3, tmp_path, monkeypatch, tls_cert,
+                                                 small_parts):
+    src = tmp_path / "src"
+    files = make_tree(src, 30, 21, big=estafette.MULTIPART_THRESHOLD + 1000)
+    with FaultProxy(sw, tls=tls_cert) as proxy:
+        assert proxy.endpoint.startswith("https://")
+        started = time.monotonic()
+        code, _, err = cli(capsys, "ls", "--bucket", "any-bucket", "--endpoint", proxy.endpoint,
+                           "--region", "us-east-1")
+        # an unknown certificate is refused at once, not retried for a minute
+        assert code == 1 and "CERTIFICATE_VERIFY_FAILED" in err
+        assert time.monotonic() - started < 5 and proxy.log == []
+        for var in ("AWS_CA_BUNDLE", "SSL_CERT_FILE"):
+            monkeypatch.setenv(var, tls_cert[0])
+            bucket = new_bucket()
+            code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src,
+                                 "--endpoint", proxy.endpoint, "--region", "us-east-1", "--json")
+            assert code == 0, err
+            assert_exact(s3, bucket, files)  # bodies went as UNSIGNED-PAYLOAD inside TLS
+            monkeypatch.delenv(var)
+
+
+def test_review_fixes_config_and_headers(capsys, tmp_path, monkeypatch, site):
+    root, _ = site
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    with pytest.raises(UsageError, match="does not match endpoint"):
+        estafette.OVHConfig(endpoint="https://s3.sbg.io.cloud.ovh.net", region="gra")
+    c = estafette.OVHConfig(endpoint="https://s3.sbg.io.cloud.ovh.net")
+    assert c.default_endpoint.region == "sbg"  # the host names the signing region
+    assert c.endpoint_for("gra").url == "https://s3.gra.io.cloud.ovh.net"
+    for rule, message in ((["--cache-control", "*=max-age=1\nX-Evil: 1"], "printable ASCII"),
+                          (["--content-type", "*.txt=text/plain; charset=café"],
+                           "printable ASCII")):
+        code, _, err = cli(capsys, "deploy", "--bucket", "site", "--source", root,
+                           "--endpoint", "http://127.0.0.1:9", "--region", "x", *rule)
+        assert code == 2 and message in err, err
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "line\nbreak-secret")
+    code, _, err = cli(capsys, "ls", "--bucket", "site", "--endpoint", "http://127.0.0.1:9")
+    assert code == 2 and "printable ASCII" in err and "break-secret" not in err
+    assert estafette._retry_after("3") == 3.0
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+    assert 25 < estafette._retry_after(later.strftime("%a, %d %b %Y %H:%M:%S GMT")) <= 30
+    assert estafette._retry_after("soon") is None
+    with pytest.raises(UsageError):
+        estafette.validate_origin("https://example.com:99999")
+
+
+def test_acl_of_unchanged_objects_follows_acl(capsys, mt, site):
+    root, files = site
+    bucket = new_bucket()
+    m3 = boto_client(mt)
+
+    def public(key):
+        return any(g["Grantee"].get("URI", "").endswith("/AllUsers")
+                   for g in m3.get_object_acl(Bucket=bucket, Key=key)["Grants"])
+    assert deploy_json(capsys, mt, bucket, root)[0] == 0  # public-read by default
+    assert all(public(k) for k in files)
+    code, res, err = deploy_json(capsys, mt, bucket, root, "--acl", "private")
+    assert code == 0, err
+    assert res["files_uploaded"] == [] and not any(public(k) for k in files)
+    assert sum(a["action"] == "set-acl" for a in res["actions"]) == len(files)
+    code, res, _ = deploy_json(capsys, mt, bucket, root, "--acl", "private")
+    assert code == 0 and not any(a["action"] == "set-acl" for a in res["actions"])
+
+
+def test_dry_run_reports_what_max_delete_would_refuse(capsys, sw, s3, site):
+    root, files = site
+    bucket = new_bucket()
+    assert deploy_json(capsys, sw, bucket, root)[0] == 0
+    for rel in ("assets/a0.js", "assets/a1.js"):
+        (root / rel).unlink()
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(sw),
+                         "--dry-run", "--delete", "--max-delete", "1")
+    assert code == 1 and "more than --max-delete 1" in err
+    assert len(remote_objects(s3, bucket)) == len(files)
+
+
+def test_a_file_that_shrinks_while_uploading_fails_fast(sw, s3, tmp_path):
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    path = tmp_path / "shrinks.bin"
+    path.write_bytes(os.urandom(2 * 1024 * 1024))
+    client = estafette.S3Client(estafette.Endpoint.parse(sw.endpoint, "us-east-1"),
+                                OVHCredentials(sw.access_key, sw.secret_key))
+    started = time.monotonic()
+    with pytest.raises(estafette.EstafetteError, match="changed while it was being uploaded"):
+        client.request("PUT", bucket, "k", body=estafette.Payload(str(path), 0, 3 * 1024 * 1024))
+    assert time.monotonic() - started < 5
