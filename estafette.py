@@ -15,17 +15,17 @@ import hmac
 import ipaddress
 import os
 import re
-import socket
 import stat
 import sys
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations stay strings (PEP 563): typing is never imported at run time
     import xml.etree.ElementTree as ET
+    from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 __version__ = "1.0.0"
 
@@ -535,10 +535,10 @@ class Transport:
 
 def _transient(exc: BaseException) -> bool:
     """Worth another attempt: resets, refusals, timeouts; not bad certificates or names."""
-    ssl = sys.modules.get("ssl")
+    ssl, socket = sys.modules.get("ssl"), sys.modules.get("socket")  # loaded by http.client
     if ssl and isinstance(exc, ssl.SSLCertVerificationError):
         return False
-    if isinstance(exc, socket.gaierror):
+    if socket and isinstance(exc, socket.gaierror):
         return exc.errno == socket.EAI_AGAIN  # "try again"; unknown names stay unknown
     return True
 

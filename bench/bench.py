@@ -336,10 +336,17 @@ def main():
             for _ in range(10):
                 dt, rss, ok = measure(tool.help_cmd, env, os.path.join(logs, f"{tool.name}-startup.log"))
                 res[tool.name][scen[3]].append((dt, rss) if ok else None)
-        # The interpreter's own start (site hooks included) is part of every Python tool's figure.
-        base = [measure([sys.executable, "-c", "pass"], env, os.path.join(logs, "python.log"))
-                for _ in range(10)]
-        python_ms = statistics.median(b[0] for b in base) * 1000
+        # The interpreter's own start (site hooks included) is part of every Python tool's figure;
+        # a venv without the machine's site-packages shows what a user's plain Python pays.
+        venv = os.path.join(work, "venv")
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+        vpy = os.path.join(venv, "bin", "python3")
+
+        def startup(cmd):
+            runs = [measure(cmd, env, os.path.join(logs, "python.log")) for _ in range(10)]
+            return statistics.median(r[0] for r in runs) * 1000
+        python_ms = startup([sys.executable, "-c", "pass"])
+        venv_ms = (startup([vpy, "-c", "pass"]), startup([vpy, ESTAFETTE, "--help"]))
     finally:
         srv.stop()
 
@@ -370,6 +377,8 @@ def main():
         print("| " + " | ".join(row) + " |")
     print(f"\nstartup baseline: `{os.path.basename(sys.executable)} -c pass` takes {python_ms:.0f} ms "
           "on this machine; estafette's own share is its startup figure minus that.")
+    print(f"startup in a clean venv (no site-packages hooks): `python3 -c pass` {venv_ms[0]:.0f} ms, "
+          f"`python3 estafette.py --help` {venv_ms[1]:.0f} ms")
     for n in dict.fromkeys(notes):  # de-duplicated, in order
         print(f"\nnote: {n}")
     if a.json:
@@ -378,7 +387,8 @@ def main():
                                    "platform": platform.platform()}, "versions": versions, "runs": runs,
                        "big_mib": big_mib, "site": {"files": nfiles, "bytes": nbytes},
                        "raw": res, "median": summary, "notes": notes,
-                       "python_startup_ms": python_ms}, f, indent=1)
+                       "python_startup_ms": python_ms,
+                       "venv_startup_ms": {"python": venv_ms[0], "estafette_help": venv_ms[1]}}, f, indent=1)
     if a.keep:
         print(f"\nkept {work}", file=sys.stderr)
     else:
