@@ -207,6 +207,7 @@ class FaultProxy:
         self.rng = random.Random(seed)
         self.counts = dict.fromkeys(self.KINDS, 0)
         self.log = []
+        self.connections = 0  # TCP connections accepted
         self._lock = threading.Lock()
         self._conns = set()
         self._server = None
@@ -226,6 +227,8 @@ class FaultProxy:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
+                with proxy._lock:
+                    proxy.connections += 1
                 conn = self.request
                 if context:
                     try:
@@ -755,12 +758,19 @@ def test_config_errors(tmp_path, clean_env, monkeypatch):
             estafette.OVHConfig(endpoint=url)
 
 
-def test_config_warns_about_readable_secrets(tmp_path):
+def test_config_warns_about_readable_secrets(tmp_path, clean_env, capsys):
     conf = write(tmp_path / "rclone.conf", RCLONE, mode=0o644)
     c = estafette.OVHConfig(config_file=str(conf))
     assert any("readable by group or others" in w and "chmod 600" in w for w in c.warnings)
     conf.chmod(0o600)
     assert not estafette.OVHConfig(config_file=str(conf)).warnings
+    creds = write(clean_env / ".aws" / "credentials",
+                  "[default]\naws_access_key_id = k\naws_secret_access_key = s\n", mode=0o640)
+    assert any(str(creds) in w for w in estafette.OVHConfig().warnings)
+    code, out, err = cli(capsys, "url", "--bucket", "site", "k")
+    assert code == 0 and f"warning: {creds} holds a secret key" in err
+    creds.chmod(0o600)
+    assert not estafette.OVHConfig().warnings
 
 
 def test_plain_http_warning_only_off_loopback():
@@ -1720,3 +1730,15 @@ def test_a_file_that_shrinks_while_uploading_fails_fast(sw, s3, tmp_path):
     with pytest.raises(estafette.EstafetteError, match="changed while it was being uploaded"):
         client.request("PUT", bucket, "k", body=estafette.Payload(str(path), 0, 3 * 1024 * 1024))
     assert time.monotonic() - started < 5
+
+
+def test_connections_are_persistent(capsys, sw, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, 120, 31)
+    with FaultProxy(sw) as proxy:
+        code, _, err = cli(capsys, "deploy", "--bucket", new_bucket(), "--source", src,
+                           "--endpoint", proxy.endpoint, "--region", "us-east-1", "--jobs", "4")
+    assert code == 0, err
+    assert len(proxy.log) > 120
+    # one connection per worker thread (4 upload + up to 4 part workers) and the main thread
+    assert proxy.connections <= 9, proxy.connections
