@@ -697,9 +697,10 @@ class S3Client:
             if not retry or attempt >= self.retries:
                 if isinstance(error, S3Error):
                     raise error
+                reason = str(error) or type(error).__name__
                 raise EstafetteError(f"cannot reach {self.endpoint.netloc} ({method} "
-                                     f"{key or bucket or '/'}): {str(error) or type(error).__name__}"
-                                     f" after {attempt} attempt(s)") from error
+                                     f"{key or bucket or '/'}): {reason} after {attempt} "
+                                     "attempt(s)") from error
             # Exponential backoff with full jitter, honouring Retry-After (capped).
             wait = random.uniform(0, min(20.0, self.backoff * 2 ** attempt))
             self._sleep(max(wait, min(delay or 0.0, 60.0)))
@@ -845,8 +846,8 @@ class OVHConfig:
                 raise UsageError(f"remote {remote!r} in {path} is not of type s3")
             name = remote
         else:
-            name = next((s for s in parser.sections() if parser.get(s, "type", fallback="") == "s3"),
-                        None)
+            name = next((s for s in parser.sections()
+                         if parser.get(s, "type", fallback="") == "s3"), None)
             if name is None:
                 self._looked.append(f"rclone config ({path}: no type = s3 remote)")
                 return None
@@ -1281,7 +1282,7 @@ class BucketManager(_Manager):
                 return False
             if exc.code == "BucketAlreadyExists":
                 exc.message += " (bucket names are global: another account owns this one)"
-            raise _with_message(exc)
+            raise _with_message(exc) from None
         return True
 
     def bucket_exists(self, bucket_name: str, region: Optional[str] = None) -> bool:
@@ -1299,7 +1300,7 @@ class BucketManager(_Manager):
             if exc.code == "AccessDenied":
                 exc.message += f" (your key cannot use bucket {bucket_name}: another account's " \
                                "bucket, or missing rights)"
-            raise _with_message(exc)
+            raise _with_message(exc) from None
         return True
 
     def list_buckets(self, region: Optional[str] = None) -> List[BucketInfo]:
@@ -1329,7 +1330,7 @@ class BucketManager(_Manager):
             if exc.code == "BucketNotEmpty" and not force:
                 exc.message = f"bucket {bucket_name} is not empty; use --force to delete its " \
                               "contents too"
-            raise _with_message(exc)
+            raise _with_message(exc) from None
         return True
 
     def empty_bucket(self, bucket_name: str, region: Optional[str] = None,

@@ -1238,7 +1238,7 @@ def assert_exact(s3, bucket, files):
         assert hashlib.md5(remote_bytes(s3, bucket, key)).digest() == hashlib.md5(data).digest(), key
 
 
-FAULT_SEEDS = [11, 22, 33]
+FAULT_SEEDS = [11, 22, 33, 44, 55]
 
 
 @pytest.mark.parametrize("seed", FAULT_SEEDS)
