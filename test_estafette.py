@@ -205,7 +205,7 @@ class FaultProxy:
         self.upstream, self.rate, self.kinds, self.decide = upstream, rate, tuple(kinds), decide
         self.retry_after, self.tls = retry_after, tls  # tls: (certfile, keyfile) to serve HTTPS
         self.rng = random.Random(seed)
-        self.counts = dict.fromkeys(self.KINDS, 0)
+        self.counts = dict.fromkeys(self.KINDS + ("redirect",), 0)
         self.log = []
         self.connections = 0  # TCP connections accepted
         self._lock = threading.Lock()
@@ -291,14 +291,18 @@ class FaultProxy:
                 body = rfile.read(int(headers.get("Content-Length", 0)))
                 close = headers.get("Connection", "").lower() == "close"
                 kind, delay = self._pick(method, target)
-                if kind in ("slowdown", "error500"):
-                    status, reason, code, msg = ((503, "Slow Down", "SlowDown", "Please reduce your request rate.")
-                                                 if kind == "slowdown" else
-                                                 (500, "Internal Server Error", "InternalError", "Injected."))
+                if kind in ("slowdown", "error500", "redirect"):
+                    status, reason, code, msg = {
+                        "slowdown": (503, "Slow Down", "SlowDown", "Please reduce your request rate."),
+                        "error500": (500, "Internal Server Error", "InternalError", "Injected."),
+                        "redirect": (301, "Moved Permanently", "PermanentRedirect",
+                                     "Use the bucket's own region endpoint.")}[kind]
                     payload = S3_ERROR.format(code, msg).encode()
                     head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
                             f"Content-Length: {len(payload)}\r\n" + ("Connection: close\r\n" if close else "")
-                            + (f"Retry-After: {self.retry_after}\r\n" if self.retry_after else "") + "\r\n")
+                            + (f"Retry-After: {self.retry_after}\r\n" if self.retry_after else "")
+                            + ("Location: http://elsewhere.invalid/\r\n" if kind == "redirect" else "")
+                            + "\r\n")
                     conn.sendall(head.encode() + (b"" if method == "HEAD" else payload))
                     if close:
                         return
@@ -467,6 +471,8 @@ def test_imports_only_the_standard_library():
             mods |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             mods.add(node.module.split(".")[0])
+    if not hasattr(sys, "stdlib_module_names"):
+        pytest.skip("needs Python 3.10+ to know the standard library's module names")
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
     assert mods and mods <= stdlib, sorted(mods - stdlib)
 
@@ -1214,15 +1220,19 @@ def test_bad_region_endpoint_and_missing_credentials(capsys, tmp_path, monkeypat
 
 # --- faults: retries, partial failure, kill and re-run ------------------------------------------
 
+def _randbytes(rng, n):  # random.Random.randbytes is 3.9+
+    return rng.getrandbits(8 * n).to_bytes(n, "little") if n else b""
+
+
 def make_tree(root: Path, n: int, seed: int, big: int = 0):
     """n small files (and one multipart-sized file if big) with seeded content."""
     rng = random.Random(seed)
     files = {}
     for i in range(n):
         rel = f"d{i % 7}/s{i % 3}/f{i}.{rng.choice(['html', 'css', 'js', 'json', 'txt'])}"
-        files[rel] = rng.randbytes(rng.randint(0, 3000))
+        files[rel] = _randbytes(rng, rng.randint(0, 3000))
     if big:
-        files["media/big.bin"] = rng.randbytes(big)
+        files["media/big.bin"] = _randbytes(rng, big)
     for rel, data in files.items():
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -1742,3 +1752,13 @@ def test_connections_are_persistent(capsys, sw, tmp_path):
     assert len(proxy.log) > 120
     # one connection per worker thread (4 upload + up to 4 part workers) and the main thread
     assert proxy.connections <= 9, proxy.connections
+
+
+def test_redirects_are_not_followed(capsys, sw, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, 3, 41)
+    with FaultProxy(sw, decide=lambda m, t, i: "redirect") as proxy:
+        code, _, err = cli(capsys, "deploy", "--bucket", new_bucket(), "--source", src,
+                           "--endpoint", proxy.endpoint, "--region", "us-east-1")
+    assert code == 1 and "PermanentRedirect (301)" in err
+    assert len(proxy.log) <= 2 and not any("elsewhere" in t for _, t in proxy.log)
