@@ -205,9 +205,10 @@ class FaultProxy:
         self.upstream, self.rate, self.kinds, self.decide = upstream, rate, tuple(kinds), decide
         self.retry_after, self.tls = retry_after, tls  # tls: (certfile, keyfile) to serve HTTPS
         self.rng = random.Random(seed)
-        self.counts = dict.fromkeys(self.KINDS + ("redirect",), 0)
+        self.counts = dict.fromkeys(self.KINDS + ("redirect", "badsig"), 0)
         self.log = []
         self.connections = 0  # TCP connections accepted
+        self.requests = []  # (method, target, headers, base64 MD5 of the body), in order
         self._lock = threading.Lock()
         self._conns = set()
         self._server = None
@@ -289,10 +290,15 @@ class FaultProxy:
                 if "chunked" in headers.get("Transfer-Encoding", "").lower():
                     raise ValueError("chunked request bodies are not supported")
                 body = rfile.read(int(headers.get("Content-Length", 0)))
+                with self._lock:
+                    self.requests.append((method, target, dict(headers),
+                                          base64.b64encode(hashlib.md5(body).digest()).decode()))
                 close = headers.get("Connection", "").lower() == "close"
                 kind, delay = self._pick(method, target)
-                if kind in ("slowdown", "error500", "redirect"):
+                if kind in ("slowdown", "error500", "redirect", "badsig"):
                     status, reason, code, msg = {
+                        "badsig": (403, "Forbidden", "SignatureDoesNotMatch",
+                                   "The request signature we calculated does not match."),
                         "slowdown": (503, "Slow Down", "SlowDown", "Please reduce your request rate."),
                         "error500": (500, "Internal Server Error", "InternalError", "Injected."),
                         "redirect": (301, "Moved Permanently", "PermanentRedirect",
@@ -1762,3 +1768,134 @@ def test_redirects_are_not_followed(capsys, sw, tmp_path):
                            "--endpoint", proxy.endpoint, "--region", "us-east-1")
     assert code == 1 and "PermanentRedirect (301)" in err
     assert len(proxy.log) <= 2 and not any("elsewhere" in t for _, t in proxy.log)
+
+
+# --- OVH quirks on the wire, and the remaining paths ---------------------------------------------
+
+def test_ovh_quirks_on_the_wire(capsys, sw, site):
+    """Content-MD5 on every XML body (DeleteObjects, CORS, ACL); no SDK checksum headers."""
+    root, files = site
+    bucket = new_bucket()
+    assert deploy_json(capsys, sw, bucket, root)[0] == 0
+    (root / "assets" / "a0.js").unlink()
+    with FaultProxy(sw) as proxy:
+        code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, "--endpoint",
+                           proxy.endpoint, "--region", "us-east-1", "--delete", "--force",
+                           "--cors-origin", "https://a.example")
+        assert code == 0, err
+    deletes = [r for r in proxy.requests if r[0] == "POST" and r[1].endswith("?delete")]
+    cors = [r for r in proxy.requests if r[0] == "PUT" and r[1].endswith("?cors")]
+    assert deletes and cors
+    for method, target, headers, body_md5 in deletes + cors:
+        assert headers.get("Content-MD5") == body_md5, (method, target)
+    puts = [r for r in proxy.requests if r[0] == "PUT" and "?" not in r[1]]
+    assert puts and all(h.get("Content-MD5") == md5 for _, _, h, md5 in puts)
+    for _, target, headers, _ in proxy.requests:
+        names = {k.lower() for k in headers}
+        assert not any(n.startswith("x-amz-checksum") for n in names), target
+        assert "x-amz-sdk-checksum-algorithm" not in names and "x-amz-trailer" not in names
+        assert "aws-chunked" not in headers.get("Content-Encoding", "")
+        assert not headers.get("x-amz-content-sha256", "").startswith("STREAMING")
+
+
+def test_location_constraint_is_the_lower_case_region(capsys, mt, site):
+    root, _ = site
+    bucket = new_bucket()
+    code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root,
+                       "--endpoint", mt.endpoint, "--region", "GRA", "--quiet")
+    assert code == 0, err
+    assert boto_client(mt).get_bucket_location(Bucket=bucket)["LocationConstraint"] == "gra"
+    c = estafette.OVHConfig(region="GRA")
+    assert c.endpoint_for("GRA").region == "gra" and c.endpoint_for("Eu-West-Par").region == \
+        "eu-west-par"
+
+
+def test_payload_signing_decision():
+    def unsigned(url):
+        return estafette.S3Client(estafette.Endpoint.parse(url, "gra"),
+                                  OVHCredentials("k", "s")).unsigned_payload
+    assert unsigned("https://s3.gra.io.cloud.ovh.net")  # inside TLS
+    assert unsigned("http://127.0.0.1:9000") and unsigned("http://localhost:9000")
+    assert not unsigned("http://s3.example.com")  # plain HTTP across a network: signed
+
+
+def test_debug_masks_the_session_token(capsys, sw, monkeypatch):
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "tok-VERY-SECRET-77")
+    with FaultProxy(sw, decide=lambda m, t, i: "badsig") as proxy:
+        code, _, err = cli(capsys, "buckets", "--list", "--endpoint", proxy.endpoint,
+                           "--region", "us-east-1", "--debug")
+    assert code == 1 and "SignatureDoesNotMatch" in err
+    assert "our canonical request" in err and "x-amz-security-token:***" in err
+    assert "tok-VERY-SECRET-77" not in err
+    assert proxy.requests[0][2]["x-amz-security-token"] == "tok-VERY-SECRET-77"  # it was sent
+
+
+def test_dry_run_reports_acl_drift_but_writes_nothing(capsys, mt, site):
+    root, files = site
+    bucket = new_bucket()
+    m3 = boto_client(mt)
+    assert deploy_json(capsys, mt, bucket, root)[0] == 0
+    code, res, _ = deploy_json(capsys, mt, bucket, root, "--acl", "private", "--dry-run")
+    assert code == 0 and sum(a["action"] == "set-acl" for a in res["actions"]) == len(files)
+    assert all(any(g["Grantee"].get("URI", "").endswith("/AllUsers")
+                   for g in m3.get_object_acl(Bucket=bucket, Key=k)["Grants"]) for k in files)
+
+
+def test_lost_complete_answer_converges(capsys, sw, s3, tmp_path, small_parts):
+    src = tmp_path / "src"
+    files = make_tree(src, 2, 51, big=estafette.MULTIPART_THRESHOLD + 5)
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    seen = []
+
+    def decide(method, target, index):  # the server applies the Complete, the answer is lost
+        if method == "POST" and "uploadId=" in target and not seen:
+            seen.append(target)
+            return "lost"
+        return None
+    with FaultProxy(sw, decide=decide) as proxy:
+        code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src,
+                           "--endpoint", proxy.endpoint, "--region", "us-east-1")
+    assert code == 0, err
+    assert seen and sum(1 for m, t in proxy.log if m == "POST" and t == seen[0]) == 2
+    assert_exact(s3, bucket, files)
+
+
+def test_leftover_uploads_of_deployed_keys_are_aborted(capsys, sw, s3, tmp_path):
+    src = tmp_path / "src"
+    files = make_tree(src, 3, 52)
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    key = sorted(files)[0]
+    ours = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    other = s3.create_multipart_upload(Bucket=bucket, Key="not-in-the-source.bin")["UploadId"]
+    code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sw))
+    assert code == 0, err
+    left = {u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+    assert ours not in left and other in left  # only the deployed keys are ours to clean
+
+
+def test_delete_all_goes_on_past_a_failure(mt):
+    pexpect = pytest.importorskip("pexpect")
+    urllib.request.urlopen(urllib.request.Request(f"{mt.endpoint}/moto-api/reset", method="POST"),
+                           timeout=10).read()
+    m3 = boto_client(mt)
+    names = sorted(new_bucket() for _ in range(3))
+    for name in names:
+        m3.create_bucket(Bucket=name)
+    victim = names[1]
+    with FaultProxy(mt, decide=lambda m, t, i: "error500" if m == "DELETE" and
+                    t.split("?")[0].rstrip("/") == f"/{victim}" else None) as proxy:
+        child = pexpect.spawn(sys.executable, [str(HERE / "estafette.py"), "delete-all",
+                                               "--endpoint", proxy.endpoint, "--region",
+                                               "us-east-1", "--retries", "1"],
+                              env=_env_for(mt), encoding="utf-8", timeout=30)
+        child.expect("YYYY-MM-DD")
+        child.sendline(dt.date.today().isoformat())
+        child.expect("number")
+        child.sendline("3")
+        child.expect(pexpect.EOF)
+        child.close()
+    assert child.exitstatus == 1
+    assert f"deleting {victim} ... FAILED" in child.before and "2 deleted, 1 failed" in child.before
+    assert [b["Name"] for b in m3.list_buckets()["Buckets"]] == [victim]
