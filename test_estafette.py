@@ -1899,3 +1899,27 @@ def test_delete_all_goes_on_past_a_failure(mt):
     assert child.exitstatus == 1
     assert f"deleting {victim} ... FAILED" in child.before and "2 deleted, 1 failed" in child.before
     assert [b["Name"] for b in m3.list_buckets()["Buckets"]] == [victim]
+
+
+def test_more_than_a_thousand_keys_page_and_batch(capsys, sw, s3, tmp_path):
+    """Listings page past 1,000 keys; DeleteObjects goes in batches of 1,000."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(1100):
+        (src / f"k{i:05d}.txt").write_text(str(i))
+    bucket = new_bucket()
+    assert deploy_json(capsys, sw, bucket, src, "--quiet")[0] == 0
+    code, res, _ = deploy_json(capsys, sw, bucket, src)
+    assert code == 0 and res["files_uploaded"] == [] and len(res["files_skipped"]) == 1100
+    code, out, _ = cli(capsys, "ls", "--bucket", bucket, *ep(sw), "--recursive", "--json")
+    assert len(json.loads(out)) == 1100
+    for p in list(src.iterdir())[1:]:
+        p.unlink()
+    with FaultProxy(sw) as proxy:
+        code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, "--endpoint",
+                             proxy.endpoint, "--region", "us-east-1", "--delete",
+                             "--max-delete", "2000", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["files_deleted"]) == 1099
+    assert sum(1 for m, t in proxy.log if m == "POST" and t.endswith("?delete")) == 2
+    assert len(remote_objects(s3, bucket)) == 1
