@@ -1581,7 +1581,7 @@ def test_interrupt_exits_130_and_a_rerun_converges(sw, s3, tmp_path):
         while sum(1 for m, _ in proxy.log if m == "PUT") < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err
     assert "estafette: error: " not in err and "interrupted" in err and "Traceback" not in err
     assert len(remote_objects(s3, bucket)) < len(files)
