@@ -1605,6 +1605,7 @@ class _Sync:
         finally:
             pool.shutdown()
             parts.shutdown()
+            client.transport.close()  # the pools' threads are gone: so are their connections
             if tmpdir:
                 import shutil
                 shutil.rmtree(tmpdir, ignore_errors=True)
@@ -1697,7 +1698,11 @@ class _Sync:
                 return None
             except EstafetteError as exc:
                 return f"{key}: cannot set ACL {self.acl}: {exc}"
-        res.errors += [e for e in pool.map(put_acl, keys) if e]
+        # A warning, not a failure: services that only emulate ACLs (MinIO) refuse the call.
+        failed = [e for e in pool.map(put_acl, keys) if e]
+        if failed:
+            res.warnings.append(f"{len(failed)} unchanged object(s) kept their ACL; first: "
+                                f"{failed[0]}")
 
     def _phases(self, todo: List[_File]) -> List[List[_File]]:
         """Assets first, then HTML deepest first, the root index last: no page goes live
