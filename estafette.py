@@ -900,14 +900,16 @@ class OVHConfig:
              env.get("AWS_SESSION_TOKEN")),
             (rc.get("_source", ""), rc.get("access_key_id"), rc.get("secret_access_key"),
              rc.get("session_token")),
-            (ac.get("_source", ""), ac.get("aws_access_key_id"), ac.get("aws_secret_access_key"),
-             ac.get("aws_session_token")),
-            (cf.get("_source", ""), cf.get("aws_access_key_id"), cf.get("aws_secret_access_key"),
-             cf.get("aws_session_token")),
         ]
-        for i, (source, key, secret, token) in enumerate(candidates):
-            if i == 4 and self._aws_error:
-                raise self._aws_error
+        aws_files = [(d.get("_source", ""), d.get("aws_access_key_id"),
+                      d.get("aws_secret_access_key"), d.get("aws_session_token"))
+                     for d in (ac, cf)]
+        marker = (None, None, None, None)
+        for source, key, secret, token in candidates + [marker] + aws_files:
+            if source is None:  # the ~/.aws files come next: now a broken one matters
+                if self._aws_error:
+                    raise self._aws_error
+                continue
             if key and secret:
                 for what, value in (("access key", key), ("secret key", secret),
                                     ("session token", token or "x")):
