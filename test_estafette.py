@@ -205,10 +205,11 @@ class FaultProxy:
         self.upstream, self.rate, self.kinds, self.decide = upstream, rate, tuple(kinds), decide
         self.retry_after, self.tls = retry_after, tls  # tls: (certfile, keyfile) to serve HTTPS
         self.rng = random.Random(seed)
-        self.counts = dict.fromkeys(self.KINDS + ("redirect", "badsig"), 0)
+        self.counts = dict.fromkeys(self.KINDS + ("redirect", "badsig", "nosuchupload"), 0)
         self.log = []
         self.connections = 0  # TCP connections accepted
         self.requests = []  # (method, target, headers, base64 MD5 of the body), in order
+        self.spans = []  # (method, target, monotonic time received, time answered) of relayed requests
         self._lock = threading.Lock()
         self._conns = set()
         self._server = None
@@ -283,6 +284,7 @@ class FaultProxy:
                 line = rfile.readline(65537)
                 if not line.strip():
                     return  # client closed (or stray CRLF; fine for our clients)
+                received = time.monotonic()
                 method, target, _ = line.decode("latin-1").split(" ", 2)
                 headers = http.client.parse_headers(rfile)
                 if headers.get("Expect", "").lower() == "100-continue":
@@ -295,8 +297,9 @@ class FaultProxy:
                                           base64.b64encode(hashlib.md5(body).digest()).decode()))
                 close = headers.get("Connection", "").lower() == "close"
                 kind, delay = self._pick(method, target)
-                if kind in ("slowdown", "error500", "redirect", "badsig"):
+                if kind in ("slowdown", "error500", "redirect", "badsig", "nosuchupload"):
                     status, reason, code, msg = {
+                        "nosuchupload": (404, "Not Found", "NoSuchUpload", "The specified upload does not exist."),
                         "badsig": (403, "Forbidden", "SignatureDoesNotMatch",
                                    "The request signature we calculated does not match."),
                         "slowdown": (503, "Slow Down", "SlowDown", "Please reduce your request rate."),
@@ -333,6 +336,8 @@ class FaultProxy:
                 if kind == "truncate":  # half the body; cut inside the status line if there is no body
                     conn.sendall(head + resp_body[:len(resp_body) // 2] if resp_body else head[:10])
                     return
+                with self._lock:
+                    self.spans.append((method, target, received, time.monotonic()))
                 conn.sendall(head + resp_body)
                 if close:
                     return
@@ -908,21 +913,31 @@ def test_delete_is_limited_to_the_prefix(capsys, sw, s3, site):
 
 
 def test_upload_order_assets_then_html_deepest_first_then_index(capsys, sw, site):
+    """Every object PUT is held 0.5-1 s by the proxy, so without a barrier between the phases the
+    16 workers would send pages while assets are still in flight."""
     root, files = site
     bucket = new_bucket()
-    with FaultProxy(sw) as proxy:
+    slow_puts = lambda method, target, i: "delay" if method == "PUT" and "?" not in target else None
+    with FaultProxy(sw, decide=slow_puts) as proxy:
         code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root,
-                             "--endpoint", proxy.endpoint, "--region", "us-east-1", "--jobs", "4")
+                             "--endpoint", proxy.endpoint, "--region", "us-east-1")
     assert code == 0, err
-    puts = [urllib.parse.unquote(t.split("?")[0]).split(f"/{bucket}/", 1)[1]
-            for m, t in proxy.log if m == "PUT" and f"/{bucket}/" in t and "?" not in t]
-    assert sorted(puts) == sorted(files)
-    html = [i for i, k in enumerate(puts) if k.endswith(".html")]
-    assets = [i for i, k in enumerate(puts) if not k.endswith(".html")]
-    assert max(assets) < min(html)
-    assert puts[-1] == "index.html"
-    depths = [puts[i].count("/") for i in html[:-1]]
-    assert depths == sorted(depths, reverse=True)
+    spans = {urllib.parse.unquote(t).split(f"/{bucket}/", 1)[1]: (start, end)
+             for m, t, start, end in proxy.spans if m == "PUT" and f"/{bucket}/" in t and "?" not in t}
+    assert sorted(spans) == sorted(files)
+
+    def phase(key):  # 0 = assets, then HTML by depth (deepest first), the root index last
+        if not key.endswith(".html"):
+            return 0
+        return 99 if key == "index.html" else 10 - key.count("/")
+
+    by_phase = {}
+    for key, span in spans.items():
+        by_phase.setdefault(phase(key), []).append(span)
+    order = sorted(by_phase)
+    assert order == [0, 7, 9, 10, 99]  # assets, depth 3, depth 1, depth 0, index.html
+    for earlier, later in zip(order, order[1:]):  # a phase starts once the previous one is answered
+        assert min(s for s, _ in by_phase[later]) >= max(e for _, e in by_phase[earlier]), (earlier, later)
 
 
 def test_dry_run_changes_nothing(capsys, sw, s3, site):
@@ -1849,17 +1864,58 @@ def test_lost_complete_answer_converges(capsys, sw, s3, tmp_path, small_parts):
     s3.create_bucket(Bucket=bucket)
     seen = []
 
-    def decide(method, target, index):  # the server applies the Complete, the answer is lost
-        if method == "POST" and "uploadId=" in target and not seen:
+    def decide(method, target, index):
+        if method == "POST" and "uploadId=" in target:
             seen.append(target)
-            return "lost"
+            # The server applies the first Complete but its answer is lost; the retry finds the
+            # upload gone, as S3 answers once an upload is completed.
+            return "lost" if len(seen) == 1 else "nosuchupload"
         return None
     with FaultProxy(sw, decide=decide) as proxy:
         code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src,
                            "--endpoint", proxy.endpoint, "--region", "us-east-1")
     assert code == 0, err
-    assert seen and sum(1 for m, t in proxy.log if m == "POST" and t == seen[0]) == 2
+    assert len(seen) == 2 and seen[0] == seen[1] and proxy.counts["nosuchupload"] == 1
+    big = [k for k, v in files.items() if len(v) > estafette.MULTIPART_THRESHOLD][0]
+    assert ("HEAD", f"/{bucket}/{big}") in proxy.log  # the object's MD5 was checked, not assumed
     assert_exact(s3, bucket, files)
+
+
+def test_complete_that_never_landed_is_an_error(capsys, sw, s3, tmp_path, small_parts):
+    """NoSuchUpload on a Complete whose object is not there (or differs) must not pass as done."""
+    src = tmp_path / "src"
+    files = make_tree(src, 1, 53, big=estafette.MULTIPART_THRESHOLD + 5)
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    decide = lambda method, target, i: "nosuchupload" if method == "POST" and "uploadId=" in target else None
+    with FaultProxy(sw, decide=decide) as proxy:
+        code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src,
+                           "--endpoint", proxy.endpoint, "--region", "us-east-1")
+    big = [k for k, v in files.items() if len(v) > estafette.MULTIPART_THRESHOLD][0]
+    assert code == 1 and big in err and "NoSuchUpload" in err, err
+    assert big not in remote_objects(s3, bucket)
+
+
+def test_forced_bucket_delete_aborts_unfinished_uploads_and_survives_a_lost_answer(capsys, sw, s3):
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="a.txt", Body=b"a")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="half.bin")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="half.bin", UploadId=upload, PartNumber=1, Body=b"x" * 1024)
+    lost = []
+
+    def decide(method, target, index):  # the server deletes the bucket; the answer is lost
+        if method == "DELETE" and target.rstrip("/") == f"/{bucket}" and not lost:
+            lost.append(index)
+            return "lost"
+        return None
+    with FaultProxy(sw, decide=decide) as proxy:
+        code, out, err = cli(capsys, "buckets", "--delete", bucket, "--force",
+                             "--endpoint", proxy.endpoint, "--region", "us-east-1")
+    assert code == 0 and f"deleted bucket {bucket}" in out, err
+    assert any(m == "DELETE" and f"uploadId={upload}" in t for m, t in proxy.log)
+    assert sum(m == "DELETE" and t.rstrip("/") == f"/{bucket}" for m, t in proxy.log) == 2
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
 
 
 def test_leftover_uploads_of_deployed_keys_are_aborted(capsys, sw, s3, tmp_path):
