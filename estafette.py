@@ -460,12 +460,6 @@ class _Slice:
         self._left -= len(data)
         return data
 
-    def send_to(self, sock: Any) -> None:
-        """Write the rest of the range to a plain socket with os.sendfile (no copy through Python)."""
-        left, self._left = self._left, 0
-        if sock.sendfile(self._f, self._f.tell(), left) < left:
-            raise EstafetteError(f"{self._f.name} changed while it was being uploaded")
-
     def close(self) -> None:
         self._f.close()
 
@@ -530,18 +524,7 @@ class Transport:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         conn = self._connection(parts.scheme, parts.netloc)
         try:
-            if isinstance(body, _Slice) and parts.scheme == "http":
-                # http.client would copy the file through 256 KiB reads; sendfile lets the
-                # kernel do it, which leaves the CPU to hashing (and to a loopback server).
-                names = {k.lower() for k in headers}
-                conn.putrequest(method, target, skip_host="host" in names,
-                                skip_accept_encoding="accept-encoding" in names)
-                for name, value in headers.items():
-                    conn.putheader(name, value)
-                conn.endheaders()
-                body.send_to(conn.sock)
-            else:
-                conn.request(method, target, body=body, headers=headers)
+            conn.request(method, target, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
         except BaseException:
