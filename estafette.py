@@ -218,6 +218,11 @@ _PROVIDER_HOSTS = [
     (re.compile(r"^s3[.-](?P<r>[a-z0-9-]+)\.amazonaws\.com$"), "aws"),
     (re.compile(r"^s3\.amazonaws\.com$"), "aws"),
 ]
+# rclone remotes of these providers may leave out the endpoint: rclone derives it from the
+# region (rclone's s3 provider docs), and so does estafette.  (An OVH remote without one gets
+# its region's OVH endpoint, as when nothing is configured.)
+_RCLONE_PROVIDERS = {"aws": ("https://s3.{}.amazonaws.com", "us-east-1"),
+                     "scaleway": ("https://s3.{}.scw.cloud", "fr-par")}
 # AWS regions whose website endpoints use a dash instead of a dot before the region.
 _AWS_DASH_WEBSITE = {"us-east-1", "us-west-1", "us-west-2", "eu-west-1", "ap-southeast-1",
                      "ap-southeast-2", "ap-northeast-1", "sa-east-1", "us-gov-west-1"}
@@ -820,6 +825,10 @@ class OVHConfig:
         # AWS CLI user's eu-central-1 must not become the OVH region.
         cfg_region = rc.get("region") or (self.aws_config.get("region") if aws_endpoint else None)
         cfg_endpoint = rc.get("endpoint") or aws_endpoint
+        template, default = _RCLONE_PROVIDERS.get(rc.get("provider", "").lower(), (None, None))
+        if template and not rc.get("endpoint"):
+            cfg_endpoint = template.format(((region if not endpoint else None)
+                                            or rc.get("region") or default).lower())
         if cfg_endpoint and "://" not in cfg_endpoint:
             cfg_endpoint = "https://" + cfg_endpoint  # rclone allows a bare host
         if (not endpoint and region and cfg_endpoint and region.lower() in OVH_REGIONS
@@ -1999,8 +2008,12 @@ class WebsiteManager(_Manager):
 
 
 def _check_document(name: str, what: str) -> None:
-    if not name or name.startswith("/") or len(name.encode("utf-8")) > MAX_KEY_BYTES:
-        raise UsageError(f"invalid {what} {name!r}: give a key such as index.html")
+    # The index document is a suffix appended to each folder's path, so S3 refuses one with a
+    # slash (PutBucketWebsite, IndexDocument/Suffix); the error document is a key.
+    slash = "/" in name if what == "index document" else name.startswith("/")
+    if not name or slash or len(name.encode("utf-8")) > MAX_KEY_BYTES:
+        raise UsageError(f"invalid {what} {name!r}: give a file name such as "
+                         f"{'index.html' if what == 'index document' else 'error.html'}")
 
 
 class OVHEstafette:
@@ -2200,7 +2213,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _app(args: argparse.Namespace) -> OVHEstafette:
+def _app(args: argparse.Namespace, credentials: bool = True) -> OVHEstafette:
     if args.retries < 1:
         raise UsageError(f"--retries must be at least 1, got {args.retries}")
     log = (lambda line: print(f"estafette: debug: {line}", file=sys.stderr)) \
@@ -2212,7 +2225,8 @@ def _app(args: argparse.Namespace) -> OVHEstafette:
         for warning in app.config.warnings:
             print(f"estafette: warning: {warning}", file=sys.stderr)
     args.app = app  # main() closes its connections
-    app.config.client()  # resolve credentials now: a missing key is exit 2, before any request
+    if credentials:  # resolve them now: a missing key is exit 2, before any request
+        app.config.client()
     return app
 
 
@@ -2315,7 +2329,7 @@ def cmd_url(args: argparse.Namespace) -> int:
     if args.presign is not None and not 1 <= args.presign <= MAX_PRESIGN_SECONDS:
         raise UsageError(f"--presign must be 1..{MAX_PRESIGN_SECONDS} seconds (7 days), "
                          f"got {args.presign}")
-    app = _app(args)
+    app = _app(args, credentials=args.presign is not None)  # only a signature needs a key
     if args.presign is not None and app.config.get_credentials().session_token:
         # The URL would have to carry X-Amz-Security-Token: never print a secret.
         raise UsageError("--presign with temporary credentials (a session token) would print "

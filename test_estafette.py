@@ -718,6 +718,22 @@ def test_config_precedence(tmp_path, monkeypatch, clean_env):
     assert estafette.OVHConfig().default_endpoint.region == "gra"
 
 
+def test_rclone_provider_without_endpoint_gets_the_providers_endpoint(tmp_path, clean_env):
+    conf = write(tmp_path / "rclone.conf", "[scw]\ntype = s3\nprovider = Scaleway\nregion = nl-ams\n"
+                 "access_key_id = k\nsecret_access_key = s\n"
+                 "[aws]\ntype = s3\nprovider = AWS\naccess_key_id = k\nsecret_access_key = s\n"
+                 "[ovh]\ntype = s3\nprovider = OVHcloud\nregion = bhs\n"
+                 "access_key_id = k\nsecret_access_key = s\n")
+    ep = lambda remote, **kw: estafette.OVHConfig(config_file=str(conf), remote=remote, **kw).default_endpoint
+    assert (ep("scw").url, ep("scw").region, ep("scw").provider) == ("https://s3.nl-ams.scw.cloud", "nl-ams",
+                                                                      "scaleway")
+    assert ep("scw").website_host("b") == "https://b.s3-website.nl-ams.scw.cloud"
+    assert ep("scw", region="fr-par").url == "https://s3.fr-par.scw.cloud"
+    assert (ep("aws").url, ep("aws").region) == ("https://s3.us-east-1.amazonaws.com", "us-east-1")
+    assert (ep("ovh").url, ep("ovh").region) == ("https://s3.bhs.io.cloud.ovh.net", "bhs")
+    assert ep("scw", endpoint="http://127.0.0.1:9000").url == "http://127.0.0.1:9000"
+
+
 def test_config_aws_files_and_default_rclone_path(clean_env, monkeypatch):
     write(clean_env / ".aws" / "credentials",
           "[default]\naws_access_key_id = d\naws_secret_access_key = ds\n"
@@ -1198,6 +1214,10 @@ def _bad_cases(tmp: Path):
         (["deploy", "--bucket", "site", "--source", src, "--static-website", "--acl", "private"],
          "must be public"),
         (["deploy", "--bucket", "site", "--source", src, "--acl", "public"], "invalid choice"),
+        (["deploy", "--bucket", "site", "--source", src, "--static-website", "--index-document",
+          "docs/index.html"], "invalid index document"),
+        (["deploy", "--bucket", "site", "--source", src, "--static-website", "--error-document",
+          "/404.html"], "invalid error document"),
         (["deploy", "--bucket", "site", "--source", src, "--config", tmp / "none.conf"],
          "does not exist"),
         (["deploy", "--bucket", "site", "--source", src, "--config", bad_conf], "malformed"),
@@ -1237,6 +1257,13 @@ def test_bad_region_endpoint_and_missing_credentials(capsys, tmp_path, monkeypat
     assert code == 2 and "no credentials found" in err
     for place in ("OVH_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", "rclone", ".aws"):
         assert place in err
+    # unsigned URLs need no key; a presigned one does
+    code, out, err = cli(capsys, "url", "--bucket", "site", "a b.html")
+    assert code == 0 and out == "https://site.s3.eu-west-par.io.cloud.ovh.net/a%20b.html\n", err
+    code, out, err = cli(capsys, "url", "--bucket", "site", "--website", "--region", "gra", "a")
+    assert code == 0 and out == "http://site.s3-website.gra.io.cloud.ovh.net/a\n", err
+    code, _, err = cli(capsys, "url", "--bucket", "site", "--presign", "60", "a")
+    assert code == 2 and "no credentials found" in err
 
 
 # --- faults: retries, partial failure, kill and re-run ------------------------------------------
