@@ -22,7 +22,8 @@ import urllib.parse
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations stay strings (PEP 563): typing is never imported at run time
     import xml.etree.ElementTree as ET
-    from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+    from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set,
+                        Tuple)
 
 __version__ = "1.0.0"
 
@@ -515,7 +516,7 @@ class Transport:
         self.timeout = timeout
         self._local = threading.local()
         self._ssl = None
-        self._all: List[Any] = []  # every connection, so close() reaches other threads' too
+        self._all: Set[Any] = set()  # every live connection, so close() reaches other threads
         self._lock = threading.Lock()
 
     def _context(self):
@@ -537,14 +538,14 @@ class Transport:
             else:
                 conn = http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=_BLOCK)
             pool[(scheme, netloc)] = conn
-            with self._lock:
-                self._all.append(conn)
+        with self._lock:  # (again after close(): a closed http.client connection reopens)
+            self._all.add(conn)
         return conn
 
     def close(self) -> None:
-        """Close every connection this transport opened."""
+        """Close every connection this transport opened; later requests open new ones."""
         with self._lock:
-            conns, self._all = self._all, []
+            conns, self._all = self._all, set()
         for conn in conns:
             conn.close()
 
@@ -552,6 +553,8 @@ class Transport:
         conn = self._local.__dict__.get("pool", {}).pop((scheme, netloc), None)
         if conn is not None:
             conn.close()
+            with self._lock:
+                self._all.discard(conn)
 
     def send(self, method: str, url: str, headers: Dict[str, str], body: Any = None) -> Response:
         """Send one request; raise OSError or http.client.HTTPException on transport failure."""
@@ -2019,7 +2022,8 @@ def _check_document(name: str, what: str) -> None:
 class OVHEstafette:
     """Everything at once: create the bucket, sync, publish as a website, CORS, URLs.
 
-    ``console`` is a text stream for progress (default: stderr when it is a terminal).
+    ``console`` is a text stream for progress (default: stderr when it is a terminal; False:
+    none).
     ``region`` defaults to the configured one, else EU-WEST-PAR.
     """
 
@@ -2027,8 +2031,9 @@ class OVHEstafette:
                  console: Any = None, endpoint: Optional[str] = None, **options: Any):
         self.config = OVHConfig(config_file=config_file, region=region, endpoint=endpoint,
                                 **options)
-        self.console = console if console is not None else (
-            sys.stderr if _isatty(sys.stderr) else None)
+        if console is None:
+            console = sys.stderr if _isatty(sys.stderr) else None
+        self.console = console or None
         self.bucket_manager = BucketManager(self.config)
         self.file_manager = FileManager(self.config)
         self.cors_manager = CORSManager(self.config)
@@ -2038,6 +2043,16 @@ class OVHEstafette:
     @property
     def region(self) -> str:
         return self.config.default_endpoint.region
+
+    def close(self) -> None:
+        """Close the open connections (a later call opens new ones)."""
+        self.config.transport.close()
+
+    def __enter__(self) -> "OVHEstafette":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def _say(self, line: str) -> None:
         if self.console is not None:
@@ -2218,7 +2233,7 @@ def _app(args: argparse.Namespace, credentials: bool = True) -> OVHEstafette:
         raise UsageError(f"--retries must be at least 1, got {args.retries}")
     log = (lambda line: print(f"estafette: debug: {line}", file=sys.stderr)) \
         if args.debug else None
-    console = sys.stderr if _isatty(sys.stderr) and not args.quiet else None
+    console = False if args.quiet else None  # None: stderr if it is a terminal
     app = OVHEstafette(args.config, args.region, console, args.endpoint, remote=args.remote,
                        path_style=args.path_style, retries=args.retries, log=log)
     if not args.quiet:
@@ -2415,7 +2430,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     finally:
         if getattr(args, "app", None) is not None:
-            args.app.config.transport.close()
+            args.app.close()
 
 
 if __name__ == "__main__":

@@ -998,6 +998,21 @@ def test_gzip_cache_control_and_content_type_overrides(capsys, sw, s3, site):
     assert code == 0 and res["files_uploaded"] == []
 
 
+def test_python_api_close_ends_the_connections(sw):
+    with FaultProxy(sw) as proxy:
+        with estafette.OVHEstafette(endpoint=proxy.endpoint, region="us-east-1") as app:
+            app.list_buckets()
+            app.list_buckets()
+            assert proxy.connections == 1  # kept alive between calls
+            app.close()
+            app.list_buckets()  # usable again: a new connection
+            assert proxy.connections == 2
+        deadline = time.monotonic() + 5
+        while proxy._conns and time.monotonic() < deadline:  # the proxy sees the close
+            time.sleep(0.01)
+        assert not proxy._conns
+
+
 def test_python_api_deploy_and_managers(sw, s3, site):
     root, files = site
     bucket = new_bucket()
@@ -1597,6 +1612,13 @@ def test_progress_line_on_a_terminal_only(sw, tmp_path):
     assert child.exitstatus == 0, child.before
     assert f"{len(files)}/{len(files)} files" in child.before and "ETA" in child.before
     assert "\r" in child.before and "deployed: 40 uploaded" in child.before
+    # --quiet on a terminal: no progress and no summary either
+    argv[3] = new_bucket()
+    child = pexpect.spawn(sys.executable, argv + ["--quiet"], env=_env_for(sw), encoding="utf-8",
+                          timeout=60)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and child.before == "", child.before
     # not a terminal: no progress, just the summary on stdout
     argv[3] = new_bucket()
     r = subprocess.run([sys.executable, *argv], env=_env_for(sw), capture_output=True, text=True,
@@ -1943,6 +1965,25 @@ def test_forced_bucket_delete_aborts_unfinished_uploads_and_survives_a_lost_answ
     assert any(m == "DELETE" and f"uploadId={upload}" in t for m, t in proxy.log)
     assert sum(m == "DELETE" and t.rstrip("/") == f"/{bucket}" for m, t in proxy.log) == 2
     assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_upload_file_aborts_its_multipart_upload_when_a_part_fails(sw, s3, tmp_path, small_parts):
+    big = tmp_path / "big.bin"
+    big.write_bytes(_randbytes(random.Random(54), small_parts + 3))
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+
+    def decide(method, target, index):
+        return "error500" if method == "PUT" and "partNumber=2&" in target else None
+    with FaultProxy(sw, decide=decide) as proxy:
+        fm = estafette.FileManager(estafette.OVHConfig(endpoint=proxy.endpoint, region="us-east-1",
+                                                       retries=2))
+        with pytest.raises(estafette.S3Error, match="InternalError"):
+            fm.upload_file(str(big), bucket, "big.bin")
+    assert sum("partNumber=2&" in t for m, t in proxy.log) == 2  # --retries attempts, then abort
+    assert any(m == "DELETE" and "uploadId=" in t for m, t in proxy.log)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert "big.bin" not in remote_objects(s3, bucket)
 
 
 def test_leftover_uploads_of_deployed_keys_are_aborted(capsys, sw, s3, tmp_path):
