@@ -1608,6 +1608,7 @@ class _Sync:
             f.gzip = _first_match([(g, "gzip") for g in gzip_globs], f.rel) is not None
 
     def run(self, client: S3Client, bucket: str, console: Any = None) -> SyncResult:
+        """Hash and list, plan, upload phase by phase, then clean up and delete stale keys."""
         import tempfile
         from concurrent.futures import ThreadPoolExecutor
         res = SyncResult(errors=list(self.errors), keys=[f.key for f in self.files],
@@ -1615,47 +1616,19 @@ class _Sync:
         tmpdir = tempfile.mkdtemp(prefix="estafette-") if any(f.gzip for f in self.files) \
             else None
         pool, parts = ThreadPoolExecutor(self.jobs), ThreadPoolExecutor(min(self.jobs, PART_JOBS))
-        progress, pending = _Progress(), []  # type: ignore[var-annotated]
+        progress = _Progress()
         try:
-            hashing = self._hash_all(client, pool, parts, tmpdir, progress.stop)
-            try:  # listed by this thread while the workers hash
-                remote = {o.key: o for o in _list_objects(client, bucket, self.prefix)}
-            except S3Error as exc:
-                if not (self.dry_run and exc.code == "NoSuchBucket"):
-                    raise
-                remote = {}
-            todo = self._plan(client, bucket, remote, hashing, pool, res)
-            self._fix_acl_drift(client, bucket, pool, res)
-            stale = sorted(set(remote) - set(res.keys)) if self.delete else []
-            res.actions += [{"action": "delete", "key": k, "reason": "stale",
-                             "size": remote[k].size} for k in stale]
+            todo, stale = self._prepare(client, bucket, pool, parts, tmpdir, progress.stop, res)
             if self.dry_run:
                 if len(stale) > self.max_delete:  # say now what the real run would refuse
                     res.errors.append(_too_many(len(stale), self.max_delete))
                 return res
-            progress.begin(console if _isatty(console) else None, len(todo),
-                           sum(f.size for f in todo))
-            try:
-                for phase in self._phases(todo):
-                    futures = [(f, pool.submit(_put_file, client, bucket, f, self.acl, parts,
-                                               progress)) for f in phase]
-                    pending = [fut for _, fut in futures]
-                    for f, fut in futures:
-                        try:
-                            fut.result()
-                            res.files_uploaded.append(f.key)
-                            res.bytes_uploaded += f.size
-                        except (EstafetteError, OSError) as exc:
-                            res.errors.append(f"{f.key}: {_reason(exc)}")
-            finally:
-                progress.close()
+            self._upload(client, bucket, todo, pool, parts, progress, console, res)
             self._abort_leftover_uploads(client, bucket, res)
             self._delete_stale(client, bucket, stale, res)
             return res
         except BaseException:
             progress.stop.set()  # workers give up at their next file, block or part
-            for fut in pending:
-                fut.cancel()
             raise
         finally:
             pool.shutdown()
@@ -1664,6 +1637,48 @@ class _Sync:
             if tmpdir:
                 import shutil
                 shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _prepare(self, client: S3Client, bucket: str, pool: Any, parts: Any,
+                 tmpdir: Optional[str], stop: threading.Event,
+                 res: SyncResult) -> Tuple[List[_File], List[str]]:
+        """Plan the sync: (files to upload, stale keys to delete), actions recorded in res."""
+        hashing = self._hash_all(client, pool, parts, tmpdir, stop)
+        try:  # listed by this thread while the workers hash
+            remote = {o.key: o for o in _list_objects(client, bucket, self.prefix)}
+        except S3Error as exc:
+            if not (self.dry_run and exc.code == "NoSuchBucket"):
+                raise
+            remote = {}
+        todo = self._plan(client, bucket, remote, hashing, pool, res)
+        self._fix_acl_drift(client, bucket, pool, res)
+        stale = sorted(set(remote) - set(res.keys)) if self.delete else []
+        res.actions += [{"action": "delete", "key": k, "reason": "stale",
+                         "size": remote[k].size} for k in stale]
+        return todo, stale
+
+    def _upload(self, client: S3Client, bucket: str, todo: List[_File], pool: Any, parts: Any,
+                progress: _Progress, console: Any, res: SyncResult) -> None:
+        """Upload phase by phase; a phase starts once every file of the one before is done."""
+        progress.begin(console if _isatty(console) else None, len(todo),
+                       sum(f.size for f in todo))
+        try:
+            for phase in self._phases(todo):
+                futures = [(f, pool.submit(_put_file, client, bucket, f, self.acl, parts,
+                                           progress)) for f in phase]
+                try:
+                    for f, fut in futures:
+                        try:
+                            fut.result()
+                            res.files_uploaded.append(f.key)
+                            res.bytes_uploaded += f.size
+                        except (EstafetteError, OSError) as exc:  # one file: the others go on
+                            res.errors.append(f"{f.key}: {_reason(exc)}")
+                except BaseException:
+                    for _, fut in futures:
+                        fut.cancel()
+                    raise
+        finally:
+            progress.close()
 
     def _hash_all(self, client: S3Client, pool: Any, parts: Any, tmpdir: Optional[str],
                   stop: threading.Event) -> List[Any]:
