@@ -7,28 +7,26 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as dt
 import functools
-import hashlib
-import hmac
 import os
 import re
 import stat
 import sys
-import threading
 import time
 import urllib.parse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations stay strings (PEP 563): typing is never imported at run time
+    import datetime as dt
+    import threading
     import xml.etree.ElementTree as ET
     from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set,
                         Tuple)
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
-# http.client, xml, json, configparser, tempfile and ssl are imported where they are used, so that
-# `estafette --help` starts fast (startup is measured in bench/).
+# hashlib, hmac, datetime, threading, http.client, ssl, xml, json, configparser and tempfile are
+# imported where they are used, so that `estafette --help` starts fast (bench/ measures it).
 __all__ = [
     "EstafetteError", "UsageError", "S3Error",
     "OVHCredentials", "OVHRegionConfig", "BucketInfo", "CORSPolicy", "DeploymentResult",
@@ -324,7 +322,7 @@ def ovh_endpoint(region: str) -> str:
 
 # --- Signing (AWS Signature Version 4) ----------------------------------------------------------
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # of b""
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 query auth limit (X-Amz-Expires)
 _ALGORITHM = "AWS4-HMAC-SHA256"
@@ -360,13 +358,30 @@ def _host_header(parts: urllib.parse.SplitResult) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _signing_key(secret_key: str, datestamp: str, region: str, service: str) -> bytes:
+    import hashlib
+    import hmac
     key = ("AWS4" + secret_key).encode()
     for part in (datestamp, region, service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     return key
 
 
+def _signature(credentials: OVHCredentials, amz_date: str, region: str, service: str,
+               canonical_request: str) -> Tuple[str, str, str]:
+    """(credential scope, string to sign, hex signature) of a canonical request."""
+    import hashlib
+    import hmac
+    datestamp = amz_date[:8]
+    scope = f"{datestamp}/{region}/{service}/aws4_request"
+    string_to_sign = "\n".join([_ALGORITHM, amz_date, scope,
+                                hashlib.sha256(canonical_request.encode()).hexdigest()])
+    key = _signing_key(credentials.secret_key, datestamp, region, service)
+    signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return scope, string_to_sign, signature
+
+
 def _utc(now: Optional[dt.datetime]) -> dt.datetime:
+    import datetime as dt
     if now is None:
         return dt.datetime.now(dt.timezone.utc)
     if now.tzinfo is None:
@@ -379,8 +394,7 @@ def _sign(method: str, url: str, headers: Dict[str, str], payload_hash: str,
           service: str) -> Tuple[Dict[str, str], str, str]:
     """Sign; return (headers, canonical_request, string_to_sign)."""
     parts = urllib.parse.urlsplit(url)
-    when = _utc(now)
-    amz_date, datestamp = when.strftime("%Y%m%dT%H%M%SZ"), when.strftime("%Y%m%d")
+    amz_date = _utc(now).strftime("%Y%m%dT%H%M%SZ")
     out = {k: v for k, v in headers.items()
            if k.lower() not in ("host", "x-amz-date", "x-amz-content-sha256", "authorization",
                                 "x-amz-security-token")}
@@ -399,11 +413,8 @@ def _sign(method: str, url: str, headers: Dict[str, str], payload_hash: str,
     canonical_request = "\n".join([
         method.upper(), parts.path or "/", _canonical_query(parts.query),
         "".join(f"{k}:{canon[k]}\n" for k in sorted(canon)), signed_headers, payload_hash])
-    scope = f"{datestamp}/{region}/{service}/aws4_request"
-    string_to_sign = "\n".join([_ALGORITHM, amz_date, scope,
-                                hashlib.sha256(canonical_request.encode()).hexdigest()])
-    key = _signing_key(credentials.secret_key, datestamp, region, service)
-    signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    scope, string_to_sign, signature = _signature(credentials, amz_date, region, service,
+                                                  canonical_request)
     out["Authorization"] = (f"{_ALGORITHM} Credential={credentials.access_key}/{scope}, "
                             f"SignedHeaders={signed_headers}, Signature={signature}")
     return out, canonical_request, string_to_sign
@@ -429,9 +440,8 @@ def presign_url(method: str, url: str, credentials: OVHCredentials, region: str,
         raise UsageError(f"presign expiry must be 1..{MAX_PRESIGN_SECONDS} seconds (7 days), "
                          f"got {expires!r}")
     parts = urllib.parse.urlsplit(url)
-    when = _utc(now)
-    amz_date, datestamp = when.strftime("%Y%m%dT%H%M%SZ"), when.strftime("%Y%m%d")
-    scope = f"{datestamp}/{region}/{service}/aws4_request"
+    amz_date = _utc(now).strftime("%Y%m%dT%H%M%SZ")
+    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
     params = [("X-Amz-Algorithm", _ALGORITHM),
               ("X-Amz-Credential", f"{credentials.access_key}/{scope}"),
               ("X-Amz-Date", amz_date), ("X-Amz-Expires", str(expires)),
@@ -443,10 +453,7 @@ def presign_url(method: str, url: str, credentials: OVHCredentials, region: str,
     host = _host_header(parts)
     canonical_request = "\n".join([method.upper(), parts.path or "/", _canonical_query(query),
                                    f"host:{host}\n", "host", UNSIGNED_PAYLOAD])
-    string_to_sign = "\n".join([_ALGORITHM, amz_date, scope,
-                                hashlib.sha256(canonical_request.encode()).hexdigest()])
-    key = _signing_key(credentials.secret_key, datestamp, region, service)
-    signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    signature = _signature(credentials, amz_date, region, service, canonical_request)[2]
     return urllib.parse.urlunsplit(parts._replace(query=f"{query}&X-Amz-Signature={signature}"))
 
 
@@ -473,6 +480,7 @@ class Payload(_Model):
         return _Slice(self.path, self.offset, self.length)
 
     def sha256(self) -> str:
+        import hashlib
         h = hashlib.sha256()
         with self.open() as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -513,6 +521,7 @@ class Transport:
     """
 
     def __init__(self, timeout: float = 60.0):
+        import threading
         self.timeout = timeout
         self._local = threading.local()
         self._ssl = None
@@ -588,6 +597,7 @@ def _retry_after(value: str) -> Optional[float]:
     if value.strip().isdigit():
         return float(value)
     try:
+        import datetime as dt
         import email.utils
         when = email.utils.parsedate_to_datetime(value)
         return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
@@ -682,6 +692,7 @@ class S3Client:
         ``body`` is bytes or a Payload (re-read from disk on each attempt).  Query items whose
         value is None are sent bare (``?cors``).
         """
+        import hashlib
         import http.client
         import random
 
@@ -1207,14 +1218,15 @@ class _Progress:
     """One self-rewriting status line on a terminal (files, bytes, rate, ETA)."""
 
     def __init__(self) -> None:
-        self.begin(None, 0, 0)
+        import threading
         self.stop = threading.Event()  # set on interrupt: workers give up at the next step
+        self._lock = threading.Lock()
+        self.begin(None, 0, 0)
 
     def begin(self, stream: Any, files: int, size: int) -> None:
         self.stream, self.files, self.size = stream, files, size
         self.done_files = self.done_bytes = 0
         self.started = self._last = time.monotonic()
-        self._lock = threading.Lock()
 
     def add(self, files: int = 0, nbytes: int = 0) -> None:
         with self._lock:
@@ -1351,6 +1363,7 @@ class BucketManager(_Manager):
         return True
 
     def list_buckets(self, region: Optional[str] = None) -> List[BucketInfo]:
+        import datetime as dt
         client = self._client(region)
         root = _xml(client.request("GET").body)
         out = []
@@ -1432,6 +1445,7 @@ def _hash_file(f: _File, tmpdir: Optional[str], parts: Any = None, psize: int = 
     With a ``parts`` pool and a part size, the parts' SHA-256 payload hashes (needed to sign
     them over plain HTTP) are computed by the idle workers while this thread computes the MD5.
     """
+    import hashlib
     futures = {off: parts.submit(Payload(f.path, off, min(psize, f.size - off)).sha256)
                for off in range(0, f.size, psize)} if parts and psize and not f.gzip else {}
     md5 = hashlib.md5()
@@ -2389,6 +2403,7 @@ def cmd_delete_all(args: argparse.Namespace) -> int:
     if not _isatty(sys.stdin):
         raise UsageError("delete-all is interactive only: run it from a terminal "
                          "(it refuses piped or scripted input)")
+    import datetime as dt
     app = _app(args)
     buckets = app.list_buckets()
     if not buckets:

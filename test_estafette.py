@@ -499,7 +499,8 @@ def test_runs_as_script_and_module_and_help_is_fast():
     r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import estafette"], cwd=HERE,
                        env=env, capture_output=True, text=True, timeout=30)
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()[1:]}
-    assert "ssl" not in imported and "concurrent.futures" not in imported
+    heavy = {"ssl", "concurrent.futures", "dataclasses", "hashlib", "datetime", "http.client"}
+    assert not heavy & imported, heavy & imported
 
 
 # --- signer: the AWS documentation's golden signatures ------------------------------------------
@@ -574,6 +575,25 @@ def test_credentials_masking_and_repr():
     assert c.mask_secret_key() == "your-s***-key"
     assert OVHCredentials("short", "tiny").mask_secret_key() == "***"
     assert "your-secret-key" not in repr(c) and "tok-secret-value" not in repr(c)
+
+
+def test_models_behave_as_records():
+    a, b = estafette.SyncResult(), estafette.SyncResult()
+    a.files_uploaded.append("x")
+    assert b.files_uploaded == [] and estafette.SyncResult().files_uploaded == []  # no shared default
+    p = estafette.CORSPolicy(["https://a.example"], max_age_seconds=60)
+    assert p.allowed_methods == ["GET", "HEAD"] and p.max_age_seconds == 60
+    assert p == estafette.CORSPolicy(allowed_origins=["https://a.example"], max_age_seconds=60)
+    assert p != estafette.CORSPolicy(["https://a.example"])
+    assert estafette.BucketInfo("b", "gra").to_dict() == {"name": "b", "region": "gra", "creation_date": None}
+    assert repr(estafette.RemoteObject("k", 3)) == \
+        "RemoteObject(key='k', size=3, etag='', last_modified='', is_prefix=False)"
+    for bad in (lambda: estafette.BucketInfo("b"), lambda: estafette.BucketInfo("b", "r", None, 4),
+                lambda: estafette.BucketInfo("b", name="c", region="r"), lambda: estafette.BucketInfo("b", "r", x=1)):
+        with pytest.raises(TypeError):
+            bad()
+    ep = estafette.Endpoint.parse("https://s3.gra.io.cloud.ovh.net", "gra")
+    assert {ep: 1}[estafette.Endpoint.parse("https://S3.gra.io.cloud.ovh.net:443", "gra")] == 1
 
 
 @pytest.mark.parametrize("name", ["abc", "my-site", "my.site.example", "a" * 63, "0bucket9"])

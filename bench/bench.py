@@ -317,7 +317,10 @@ def main():
 
         for r in range(runs):  # tools interleaved within each run to spread drift evenly
             print(f"run {r + 1}/{runs}", file=sys.stderr)
-            for tool in tools:
+            # Each run starts with another tool, so none always runs just after the same one
+            # (the server may still be reclaiming the previous tool's deleted bucket).
+            order = tools[r % len(tools):] + tools[:r % len(tools)]
+            for tool in order:
                 b = f"site-{tool.name}-{r}"
                 if tool.setup:
                     subprocess.run(tool.setup(b), env=env, capture_output=True)
@@ -326,7 +329,7 @@ def main():
                 else:
                     res[tool.name][scen[1]].append(None)
                 srv.drop(b)
-            for tool in tools:
+            for tool in order:
                 b = f"big-{tool.name}-{r}"
                 if tool.setup:
                     subprocess.run(tool.setup(b), env=env, capture_output=True)
