@@ -206,6 +206,7 @@ class FaultProxy:
         self.retry_after, self.tls = retry_after, tls  # tls: (certfile, keyfile) to serve HTTPS
         self.rng = random.Random(seed)
         self.counts = dict.fromkeys(self.KINDS + ("redirect", "badsig", "nosuchupload"), 0)
+        self.payloads_checked = 0  # bodies whose signed x-amz-content-sha256 was compared, as AWS does
         self.log = []
         self.connections = 0  # TCP connections accepted
         self.requests = []  # (method, target, headers, base64 MD5 of the body), in order
@@ -297,8 +298,17 @@ class FaultProxy:
                                           base64.b64encode(hashlib.md5(body).digest()).decode()))
                 close = headers.get("Connection", "").lower() == "close"
                 kind, delay = self._pick(method, target)
-                if kind in ("slowdown", "error500", "redirect", "badsig", "nosuchupload"):
+                claimed = headers.get("x-amz-content-sha256", "")
+                if re.fullmatch(r"[0-9a-f]{64}", claimed):
+                    # AWS refuses a body whose hash is not the signed one; SeaweedFS does not check.
+                    with self._lock:
+                        self.payloads_checked += 1
+                    if hashlib.sha256(body).hexdigest() != claimed:
+                        kind = "sha256mismatch"
+                if kind in ("slowdown", "error500", "redirect", "badsig", "nosuchupload", "sha256mismatch"):
                     status, reason, code, msg = {
+                        "sha256mismatch": (400, "Bad Request", "XAmzContentSHA256Mismatch",
+                                           "The provided 'x-amz-content-sha256' header does not match what was computed."),
                         "nosuchupload": (404, "Not Found", "NoSuchUpload", "The specified upload does not exist."),
                         "badsig": (403, "Forbidden", "SignatureDoesNotMatch",
                                    "The request signature we calculated does not match."),
@@ -1692,24 +1702,33 @@ def test_streamed_bodies_signed_and_unsigned(sw, s3, tmp_path, small_parts):
     path = tmp_path / "blob.bin"
     data = os.urandom(3 * 1024 * 1024 + 5)
     path.write_bytes(data)
-    endpoint = estafette.Endpoint.parse(sw.endpoint, "us-east-1")
+    # The proxy compares each signed body hash with the body, as AWS does (SeaweedFS does not).
+    proxy = FaultProxy(sw).start()
+    endpoint = estafette.Endpoint.parse(proxy.endpoint, "us-east-1")
     client = estafette.S3Client(endpoint, OVHCredentials(sw.access_key, sw.secret_key))
     assert client.unsigned_payload  # loopback: nothing on the way can alter the body
     for signed in (False, True):
         client.unsigned_payload = not signed
         key = f"signed-{signed}/blob.bin"
+        checked = proxy.payloads_checked
         client.request("PUT", bucket, key, body=estafette.Payload(str(path), 0, len(data)))
         assert remote_bytes(s3, bucket, key) == data
-    # (SeaweedFS 4.48 does not compare x-amz-content-sha256 with the body, so a wrong hash
-    # cannot be shown refused here; the signature over it is checked.)
+        assert proxy.payloads_checked == checked + signed
+    with pytest.raises(estafette.S3Error, match="XAmzContentSHA256Mismatch"):
+        client.request("PUT", bucket, "wrong", body=estafette.Payload(str(path), 0, len(data)),
+                       payload_hash=hashlib.sha256(b"something else").hexdigest())
     # a multipart file through a client that signs every part
     src = tmp_path / "src"
     make_tree(src, 0, 12, big=estafette.MULTIPART_THRESHOLD + 12345)
-    app = estafette.OVHEstafette(endpoint=sw.endpoint, region="us-east-1",
+    app = estafette.OVHEstafette(endpoint=proxy.endpoint, region="us-east-1",
                                  access_key=sw.access_key, secret_key=sw.secret_key)
     app.config.client().unsigned_payload = False
+    checked = proxy.payloads_checked
     result = app.deploy(bucket, str(src), prefix="mp")
+    proxy.stop()
     assert result.success, result.errors
+    parts = [t for m, t in proxy.log if m == "PUT" and "partNumber=" in t]
+    assert len(parts) >= 2 and proxy.payloads_checked - checked >= len(parts)
     assert hashlib.md5(remote_bytes(s3, bucket, "mp/media/big.bin")).digest() == \
         hashlib.md5((src / "media" / "big.bin").read_bytes()).digest()
 
