@@ -1399,7 +1399,7 @@ class BucketManager(_Manager):
                      on_progress: Optional[Callable[[int], None]] = None) -> int:
         """Delete every object, object version and unfinished multipart upload; return count."""
         client = self._client(region)
-        count, previous = 0, None
+        count = 0
         # Leftover multipart uploads (a killed deploy) keep a bucket from being deleted.
         for key, upload_id in _list_uploads(client, bucket_name):
             try:
@@ -1407,34 +1407,37 @@ class BucketManager(_Manager):
             except S3Error as exc:
                 if exc.code != "NoSuchUpload":
                     raise
-        while True:  # list from the start each round: robust to concurrent writers
-            batch = [(o.key, None) for _, o in zip(range(1000), _list_objects(client, bucket_name))]
-            if not batch:
-                break
-            if batch == previous:  # deletes that do not take: do not loop forever
-                raise EstafetteError(f"cannot empty bucket {bucket_name}: objects reappear")
-            previous = batch
-            errors = _delete_objects(client, bucket_name, batch)
-            if errors:
-                raise EstafetteError(f"cannot empty bucket {bucket_name}: cannot delete "
-                                     f"{errors[0][0]}: {errors[0][1]}")
-            count += len(batch)
-            if on_progress:
-                on_progress(count)
-        try:  # versioned buckets keep old versions and delete markers
-            root = _xml(client.request("GET", bucket_name, query=[("versions", None)]).body)
-        except S3Error:
-            root = None
-        versions = [(_text(el, "Key"), _text(el, "VersionId")) for el in
-                    (list(root.iterfind("{*}Version")) + list(root.iterfind("{*}DeleteMarker"))
+
+        def objects() -> List[Tuple[str, Optional[str]]]:
+            return [(o.key, None) for _, o in zip(range(1000), _list_objects(client, bucket_name))]
+
+        def versions() -> List[Tuple[str, Optional[str]]]:
+            """Old versions and delete markers that versioned buckets keep (a page of 1,000)."""
+            try:
+                root = _xml(client.request("GET", bucket_name, query=[("versions", None)]).body)
+            except S3Error:  # a service without versioning
+                return []
+            found = (list(root.iterfind("{*}Version")) + list(root.iterfind("{*}DeleteMarker"))
                      if root is not None else [])
+            return [(_text(el, "Key"), _text(el, "VersionId")) for el in found
                     if _text(el, "VersionId") not in ("", "null")]
-        if versions:
-            errors = _delete_objects(client, bucket_name, versions)
-            if errors:
-                raise EstafetteError(f"cannot empty bucket {bucket_name}: cannot delete "
-                                     f"{errors[0][0]}: {errors[0][1]}")
-            count += len(versions)
+
+        for listing in (objects, versions):
+            previous = None
+            while True:  # list from the start each round: robust to concurrent writers
+                batch = listing()
+                if not batch:
+                    break
+                if batch == previous:  # deletes that do not take: do not loop forever
+                    raise EstafetteError(f"cannot empty bucket {bucket_name}: objects reappear")
+                previous = batch
+                errors = _delete_objects(client, bucket_name, batch)
+                if errors:
+                    raise EstafetteError(f"cannot empty bucket {bucket_name}: cannot delete "
+                                         f"{errors[0][0]}: {errors[0][1]}")
+                count += len(batch)
+                if on_progress:
+                    on_progress(count)
         return count
 
 

@@ -2039,6 +2039,19 @@ def test_leftover_uploads_of_deployed_keys_are_aborted(capsys, sw, s3, tmp_path)
     assert ours not in left and other in left  # only the deployed keys are ours to clean
 
 
+def test_forced_delete_of_a_versioned_bucket_past_a_thousand_versions(capsys, mt):
+    m3 = boto_client(mt)
+    bucket = new_bucket()
+    m3.create_bucket(Bucket=bucket)
+    m3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for i in range(1001):  # more versions than one listing page holds
+        m3.put_object(Bucket=bucket, Key=f"k{i % 2}", Body=str(i).encode())
+    m3.delete_object(Bucket=bucket, Key="k0")  # a delete marker too
+    code, out, err = cli(capsys, "buckets", "--delete", bucket, "--force", *ep(mt))
+    assert code == 0 and f"deleted bucket {bucket}" in out, err
+    assert bucket not in [b["Name"] for b in m3.list_buckets()["Buckets"]]
+
+
 def test_delete_all_goes_on_past_a_failure(mt):
     pexpect = pytest.importorskip("pexpect")
     urllib.request.urlopen(urllib.request.Request(f"{mt.endpoint}/moto-api/reset", method="POST"),
