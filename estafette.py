@@ -52,11 +52,13 @@ class S3Error(EstafetteError):
 
     def __init__(self, status: int, code: str, message: str = "", request_id: str = "",
                  key: str = "", method: str = "", details: Optional[Dict[str, str]] = None,
-                 attempts: int = 1):
+                 answer_lost: bool = False):
         self.status, self.code, self.message = status, code, message
         self.request_id, self.key, self.method = request_id, key, method
         self.details = details or {}  # e.g. the server's CanonicalRequest / StringToSign
-        self.attempts = attempts  # > 1: an earlier attempt may have been applied, its answer lost
+        # An earlier attempt got no answer: the server may have applied it (a retried DELETE
+        # then finds nothing to delete).
+        self.answer_lost = answer_lost
         where = f" [{key}]" if key else ""
         rid = f" (request id {request_id})" if request_id else ""
         super().__init__(f"{code} ({status}): {message or 'no message'}{where}{rid}")
@@ -65,7 +67,7 @@ class S3Error(EstafetteError):
 def _with_message(exc: S3Error) -> S3Error:
     """The same S3Error, its text rebuilt after ``message`` was changed."""
     return S3Error(exc.status, exc.code, exc.message, exc.request_id, exc.key, exc.method,
-                   exc.details, exc.attempts)
+                   exc.details, exc.answer_lost)
 
 
 # --- Models -------------------------------------------------------------------------------------
@@ -81,8 +83,12 @@ class _Model:
     _names: Tuple[str, ...] = ()  # the fields, set for each subclass
     _secret: Tuple[str, ...] = ()  # fields repr leaves out
 
-    def __init_subclass__(cls) -> None:
-        cls._names = tuple(cls.__dict__.get("__annotations__", ()))
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names: Dict[str, None] = {}  # base classes' fields first, as dataclasses order them
+        for klass in reversed(cls.__mro__):
+            names.update(dict.fromkeys(klass.__dict__.get("__annotations__", ())))
+        cls._names = tuple(n for n in names if n not in ("_names", "_secret"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls, names = type(self), self._names
@@ -96,8 +102,8 @@ class _Model:
         for name in names:
             if name in values:
                 value = values[name]
-            elif name in cls.__dict__:
-                value = cls.__dict__[name]
+            elif hasattr(cls, name):
+                value = getattr(cls, name)
                 if isinstance(value, (list, dict)):  # a fresh one for each record
                     value = type(value)(value)
             else:
@@ -105,14 +111,18 @@ class _Model:
             setattr(self, name, value)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {name: getattr(self, name) for name in self._names}
+        """The fields as a new dict; lists and dicts are copied, as dataclasses.asdict does."""
+        import copy
+        return {name: copy.deepcopy(getattr(self, name)) for name in self._names}
 
     def __repr__(self) -> str:
         shown = (f"{n}={getattr(self, n)!r}" for n in self._names if n not in self._secret)
         return f"{type(self).__name__}({', '.join(shown)})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.to_dict() == other.to_dict()  # type: ignore
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._names)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like a non-frozen dataclass
 
@@ -255,8 +265,13 @@ class Endpoint(_Model):
     provider: str = "custom"  # ovh, scaleway, aws or custom
     path_style: bool = False
 
-    def __hash__(self) -> int:  # a dict key (a client per endpoint); never changed once made
-        return hash(tuple(self.to_dict().values()))
+    def __hash__(self) -> int:  # a dict key (a client per endpoint)
+        return hash(tuple(getattr(self, n) for n in self._names))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.__dict__:  # frozen: changing a dict key would lose its client
+            raise AttributeError(f"Endpoint is immutable: cannot set {name}")
+        super().__setattr__(name, value)
 
     @classmethod
     def parse(cls, url: str, region: str, path_style: bool = False) -> "Endpoint":
@@ -715,7 +730,7 @@ class S3Client:
             hdrs["Content-Length"] = str(length)
         if body and "content-type" not in given and not isinstance(body, Payload):
             hdrs["Content-Type"] = "application/xml"
-        attempt = 0
+        attempt, answer_lost = 0, False
         while True:
             attempt += 1
             signed, creq, sts = _sign(method, url, hdrs, payload_hash, self.credentials,
@@ -729,6 +744,7 @@ class S3Client:
                 error: Exception = exc
                 self._debug(f"{method} {url} -> {type(exc).__name__}: {exc}")
                 retry = _transient(exc)
+                answer_lost = True
             except ValueError:  # http.client refuses a header value; its message quotes it
                 raise EstafetteError(f"{method} {key or bucket or '/'}: a header holds a line "
                                      "break or a non-ASCII character") from None
@@ -747,7 +763,7 @@ class S3Client:
                     stream.close()
             if not retry or attempt >= self.retries:
                 if isinstance(error, S3Error):
-                    error.attempts = attempt
+                    error.answer_lost = answer_lost
                     raise error
                 reason = str(error) or type(error).__name__
                 raise EstafetteError(f"cannot reach {self.endpoint.netloc} ({method} "
@@ -840,7 +856,9 @@ class OVHConfig:
         cfg_region = rc.get("region") or (self.aws_config.get("region") if aws_endpoint else None)
         cfg_endpoint = rc.get("endpoint") or aws_endpoint
         template, default = _RCLONE_PROVIDERS.get(rc.get("provider", "").lower(), (None, None))
-        if template and not rc.get("endpoint"):
+        # Only for a remote chosen by --remote or holding keys: a keyless (env_auth) AWS remote
+        # that merely comes first in rclone.conf must not send OVH keys to AWS.
+        if template and not rc.get("endpoint") and (remote or rc.get("access_key_id")):
             cfg_endpoint = template.format(((region if not endpoint else None)
                                             or rc.get("region") or default).lower())
         if cfg_endpoint and "://" not in cfg_endpoint:
@@ -1387,7 +1405,7 @@ class BucketManager(_Manager):
         try:
             client.request("DELETE", bucket_name)
         except S3Error as exc:
-            if exc.code == "NoSuchBucket" and exc.attempts > 1:
+            if exc.code == "NoSuchBucket" and exc.answer_lost:
                 return True  # an earlier attempt deleted it and its answer was lost
             if exc.code == "BucketNotEmpty" and not force:
                 exc.message = f"bucket {bucket_name} is not empty; use --force to delete its " \
@@ -1486,14 +1504,8 @@ def _is_public(client: S3Client, bucket: str, key: str) -> bool:
 
 
 def _remote_md5(client: S3Client, bucket: str, key: str) -> Optional[bytes]:
-    """The MD5 of a remote object: from x-amz-meta-md5chksum (rclone/Hugo), else a plain ETag;
-    None if unknown or there is no such object."""
-    try:
-        headers = client.request("HEAD", bucket, key).headers
-    except S3Error as exc:
-        if exc.status == 404:
-            return None
-        raise
+    """The MD5 of a remote object: from x-amz-meta-md5chksum (rclone/Hugo), else a plain ETag."""
+    headers = client.request("HEAD", bucket, key).headers
     try:
         if headers.get("x-amz-meta-md5chksum"):
             return base64.b64decode(headers["x-amz-meta-md5chksum"])
@@ -1526,6 +1538,14 @@ def _put_file(client: S3Client, bucket: str, f: _File, acl: str, parts: Any,
         client.request("PUT", bucket, f.key, headers=headers, body=body)
         progress.add(0, f.size)
     progress.add(1)
+
+
+def _landed(client: S3Client, bucket: str, f: _File) -> bool:
+    """True if the object is there and carries f's MD5."""
+    try:
+        return _remote_md5(client, bucket, f.key) == f.md5
+    except S3Error:
+        return False
 
 
 def _part_size_for(client: S3Client, size: int) -> int:
@@ -1568,7 +1588,7 @@ def _multipart(client: S3Client, bucket: str, f: _File, headers: Dict[str, str],
             except S3Error as exc:
                 # A retried Complete whose first answer was lost finds the upload gone: the
                 # object is there if it carries our MD5.
-                if exc.code == "NoSuchUpload" and _remote_md5(client, bucket, f.key) == f.md5:
+                if exc.code == "NoSuchUpload" and _landed(client, bucket, f):
                     break
                 if exc.code not in _RETRY_CODES or attempt == client.retries:
                     raise

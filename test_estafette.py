@@ -506,10 +506,12 @@ def test_runs_as_script_and_module_and_help_is_fast():
         assert r.returncode == 0, r.stderr
         assert "estafette" in r.stdout
     # no third-party or heavy import happens at startup
-    r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import estafette"], cwd=HERE,
+    # -S: without site-packages hooks, which import some of these themselves on this machine
+    r = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", "import estafette"], cwd=HERE,
                        env=env, capture_output=True, text=True, timeout=30)
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()[1:]}
-    heavy = {"ssl", "concurrent.futures", "dataclasses", "hashlib", "datetime", "http.client"}
+    heavy = {"ssl", "concurrent.futures", "dataclasses", "hashlib", "hmac", "datetime", "http.client",
+             "threading", "json", "configparser", "tempfile"}
     assert not heavy & imported, heavy & imported
 
 
@@ -587,6 +589,15 @@ def test_credentials_masking_and_repr():
     assert "your-secret-key" not in repr(c) and "tok-secret-value" not in repr(c)
 
 
+def test_document_names():
+    estafette._check_document("errors/404.html", "error document")  # a key may hold folders
+    estafette._check_document("index.htm", "index document")
+    for name, what in (("docs/index.html", "index document"), ("/404.html", "error document"),
+                       ("", "index document")):
+        with pytest.raises(UsageError, match=f"invalid {what}"):
+            estafette._check_document(name, what)
+
+
 def test_models_behave_as_records():
     a, b = estafette.SyncResult(), estafette.SyncResult()
     a.files_uploaded.append("x")
@@ -604,6 +615,18 @@ def test_models_behave_as_records():
             bad()
     ep = estafette.Endpoint.parse("https://s3.gra.io.cloud.ovh.net", "gra")
     assert {ep: 1}[estafette.Endpoint.parse("https://S3.gra.io.cloud.ovh.net:443", "gra")] == 1
+    with pytest.raises(AttributeError):
+        ep.region = "sbg"  # a dict key stays what it was
+    r = estafette.SyncResult(errors=["e"])
+    r.to_dict()["errors"].append("x")
+    assert r.errors == ["e"]  # to_dict copies, as dataclasses.asdict does
+    assert r != estafette.DeploymentResult(True, "b", "r") and r != {"errors": ["e"]}
+
+    class Tagged(estafette.CORSPolicy):  # subclasses keep the fields of their base
+        tag: str = "t"
+    t = Tagged(["https://a.example"], tag="x")
+    assert (t.allowed_origins, t.allowed_methods, t.tag) == (["https://a.example"], ["GET", "HEAD"], "x")
+    assert estafette.EMPTY_SHA256 == hashlib.sha256(b"").hexdigest()
 
 
 @pytest.mark.parametrize("name", ["abc", "my-site", "my.site.example", "a" * 63, "0bucket9"])
@@ -762,6 +785,12 @@ def test_rclone_provider_without_endpoint_gets_the_providers_endpoint(tmp_path, 
     assert (ep("aws").url, ep("aws").region) == ("https://s3.us-east-1.amazonaws.com", "us-east-1")
     assert (ep("ovh").url, ep("ovh").region) == ("https://s3.bhs.io.cloud.ovh.net", "bhs")
     assert ep("scw", endpoint="http://127.0.0.1:9000").url == "http://127.0.0.1:9000"
+    # a remote's own endpoint wins; a keyless remote that only comes first is not followed
+    conf.write_text("[aws]\ntype = s3\nprovider = AWS\nenv_auth = true\n"
+                    "[scw]\ntype = s3\nprovider = Scaleway\nendpoint = https://s3.pl-waw.scw.cloud\n")
+    assert estafette.OVHConfig(config_file=str(conf)).default_endpoint.url == \
+        "https://s3.eu-west-par.io.cloud.ovh.net"
+    assert ep("scw").url == "https://s3.pl-waw.scw.cloud" and ep("aws").region == "us-east-1"
 
 
 def test_config_aws_files_and_default_rclone_path(clean_env, monkeypatch):
@@ -2004,6 +2033,18 @@ def test_forced_bucket_delete_aborts_unfinished_uploads_and_survives_a_lost_answ
     assert any(m == "DELETE" and f"uploadId={upload}" in t for m, t in proxy.log)
     assert sum(m == "DELETE" and t.rstrip("/") == f"/{bucket}" for m, t in proxy.log) == 2
     assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    # a throttled (not lost) first answer proves nothing was deleted: a missing bucket is an error
+    throttled = []
+
+    def throttle_once(method, target, index):
+        if method == "DELETE" and not throttled:
+            throttled.append(index)
+            return "slowdown"
+        return None
+    with FaultProxy(sw, decide=throttle_once) as proxy:
+        code, out, err = cli(capsys, "buckets", "--delete", bucket, "--endpoint", proxy.endpoint,
+                             "--region", "us-east-1")
+    assert throttled and code == 1 and "NoSuchBucket" in err, (out, err)
 
 
 def test_upload_file_aborts_its_multipart_upload_when_a_part_fails(sw, s3, tmp_path, small_parts):
