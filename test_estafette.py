@@ -505,14 +505,19 @@ def test_runs_as_script_and_module_and_help_is_fast():
         r = subprocess.run(argv, cwd=HERE, env=env, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         assert "estafette" in r.stdout
-    # no third-party or heavy import happens at startup
-    # -S: without site-packages hooks, which import some of these themselves on this machine
-    r = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", "import estafette"], cwd=HERE,
-                       env=env, capture_output=True, text=True, timeout=30)
-    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()[1:]}
+    # No heavy import happens at startup beyond what the modules estafette needs import anyway
+    # (on 3.8 argparse pulls in threading through shutil and bz2).  -S: without the site hooks,
+    # which import some of these themselves on this machine.
+    def imports(code):
+        r = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", code], cwd=HERE,
+                           env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return {line.split("|")[-1].strip() for line in r.stderr.splitlines()[1:]}
+    needed = imports("import argparse, base64, functools, os, re, stat, sys, time, urllib.parse")
+    added = imports("import estafette") - needed
     heavy = {"ssl", "concurrent.futures", "dataclasses", "hashlib", "hmac", "datetime", "http.client",
              "threading", "json", "configparser", "tempfile"}
-    assert not heavy & imported, heavy & imported
+    assert added and not heavy & added, heavy & added
 
 
 # --- signer: the AWS documentation's golden signatures ------------------------------------------
