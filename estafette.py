@@ -562,8 +562,9 @@ class Transport:
             else:
                 conn = http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=_BLOCK)
             pool[(scheme, netloc)] = conn
-        with self._lock:  # (again after close(): a closed http.client connection reopens)
-            self._all.add(conn)
+        if conn.sock is None:  # about to (re)connect, e.g. after close(): track it again
+            with self._lock:
+                self._all.add(conn)
         return conn
 
     def close(self) -> None:
