@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import functools
 import os
 import re
@@ -18,22 +19,21 @@ import urllib.parse
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations stay strings (PEP 563): typing is never imported at run time
     import datetime as dt
-    import threading
     import xml.etree.ElementTree as ET
-    from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set,
-                        Tuple)
+    from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
+                        Sequence, Tuple)
 
 __version__ = "1.1.0"
 
 # hashlib, hmac, datetime, threading, http.client, ssl, xml, json, configparser and tempfile are
 # imported where they are used, so that `estafette --help` starts fast (bench/ measures it).
 __all__ = [
-    "EstafetteError", "UsageError", "S3Error",
+    "EstafetteError", "UsageError", "S3Error", "Cancelled",
     "OVHCredentials", "OVHRegionConfig", "BucketInfo", "CORSPolicy", "DeploymentResult",
-    "RemoteObject", "SyncResult", "OVHConfig", "Endpoint", "S3Client", "Transport",
-    "BucketManager", "FileManager", "CORSManager", "WebsiteManager", "URLGenerator",
-    "OVHEstafette", "sign_request", "presign_url", "content_type_for", "validate_bucket_name",
-    "main",
+    "RemoteObject", "SyncResult", "SyncOptions", "Failure", "OVHConfig", "Endpoint", "Provider",
+    "PROVIDERS", "S3Client", "Transport", "Observer", "BucketManager", "FileManager",
+    "CORSManager", "WebsiteManager", "URLGenerator", "OVHEstafette", "sign_request",
+    "presign_url", "resolve_config", "content_type_for", "validate_bucket_name", "main",
 ]
 
 # --- Errors -------------------------------------------------------------------------------------
@@ -47,48 +47,70 @@ class UsageError(EstafetteError, ValueError):
     """Bad usage, input or configuration, found before any request; the CLI exits 2."""
 
 
+class Cancelled(Exception):
+    """The run was interrupted: workers stop at their next file, block or part."""
+
+
 class S3Error(EstafetteError):
-    """An S3 ``<Error>`` answer (or a bodiless error status) from the server."""
+    """An S3 error answer (or a bodiless error status), with the request it answered."""
 
     def __init__(self, status: int, code: str, message: str = "", request_id: str = "",
                  key: str = "", method: str = "", details: Optional[Dict[str, str]] = None,
-                 answer_lost: bool = False):
+                 answer_lost: bool = False, bucket: str = "", operation: str = ""):
+        super().__init__(code)
         self.status, self.code, self.message = status, code, message
         self.request_id, self.key, self.method = request_id, key, method
+        self.bucket, self.operation = bucket, operation
         self.details = details or {}  # e.g. the server's CanonicalRequest / StringToSign
         # An earlier attempt got no answer: the server may have applied it (a retried DELETE
         # then finds nothing to delete).
         self.answer_lost = answer_lost
-        where = f" [{key}]" if key else ""
-        rid = f" (request id {request_id})" if request_id else ""
-        super().__init__(f"{code} ({status}): {message or 'no message'}{where}{rid}")
+        self.retry_after: Optional[float] = None  # seconds, from a Retry-After header
 
-
-def _with_message(exc: S3Error) -> S3Error:
-    """The same S3Error, its text rebuilt after ``message`` was changed."""
-    return S3Error(exc.status, exc.code, exc.message, exc.request_id, exc.key, exc.method,
-                   exc.details, exc.answer_lost)
+    def __str__(self) -> str:
+        target = "/".join(p for p in (self.bucket, self.key) if p)
+        where = f" [{target}]" if target else ""
+        rid = f" (request id {self.request_id})" if self.request_id else ""
+        op = f"{self.operation} " if self.operation else ""
+        return f"{op}{self.code} ({self.status}): {self.message or 'no message'}{where}{rid}"
 
 
 # --- Models -------------------------------------------------------------------------------------
 
 
-class _Model:
-    """A record: fields are the class's annotations, in order, defaults its class attributes.
+def _plain(value: Any) -> Any:
+    """A deep copy of ``value`` made of plain dicts and lists (for to_dict and JSON)."""
+    if isinstance(value, (_Model, _Record)):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
-    Gives __init__ (positional or keyword), repr, == and to_dict(), as a dataclass would; the
-    dataclasses import and its generated code cost ~18 ms of every start (bench/ measures it).
-    """
+
+class _Record:
+    """Mixin for immutable namedtuple records: to_dict() as the mutable models have."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {name: _plain(getattr(self, name)) for name in self._fields}
+
+
+class _Model:
+    """A mutable record: fields are the class's annotations, in order, defaults its class
+    attributes.  __init__ (positional or keyword), repr, == and to_dict(), as a dataclass
+    would give, without the dataclasses import (~18 ms of every start; bench/ measures it)."""
 
     _names: Tuple[str, ...] = ()  # the fields, set for each subclass
-    _secret: Tuple[str, ...] = ()  # fields repr leaves out
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         names: Dict[str, None] = {}  # base classes' fields first, as dataclasses order them
         for klass in reversed(cls.__mro__):
             names.update(dict.fromkeys(klass.__dict__.get("__annotations__", ())))
-        cls._names = tuple(n for n in names if n not in ("_names", "_secret"))
+        cls._names = tuple(n for n in names if n != "_names")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls, names = type(self), self._names
@@ -106,17 +128,18 @@ class _Model:
                 value = getattr(cls, name)
                 if isinstance(value, (list, dict)):  # a fresh one for each record
                     value = type(value)(value)
+                elif isinstance(value, type):  # a class as default: a new instance of it
+                    value = value()
             else:
                 raise TypeError(f"{cls.__name__}() missing argument {name!r}")
             setattr(self, name, value)
 
     def to_dict(self) -> Dict[str, Any]:
-        """The fields as a new dict; lists and dicts are copied, as dataclasses.asdict does."""
-        import copy
-        return {name: copy.deepcopy(getattr(self, name)) for name in self._names}
+        """The fields as a new dict of plain values (lists and dicts copied)."""
+        return {name: _plain(getattr(self, name)) for name in self._names}
 
     def __repr__(self) -> str:
-        shown = (f"{n}={getattr(self, n)!r}" for n in self._names if n not in self._secret)
+        shown = (f"{n}={getattr(self, n)!r}" for n in self._names)
         return f"{type(self).__name__}({', '.join(shown)})"
 
     def __eq__(self, other: object) -> bool:
@@ -133,14 +156,13 @@ def _mask(value: str) -> str:
     return f"{value[:6]}***{value[-4:]}" if len(value) >= 14 else "***"
 
 
-class OVHCredentials(_Model):
-    """An access key pair (and optional session token); repr never shows the secret parts."""
+class OVHCredentials(collections.namedtuple(
+        "OVHCredentials", "access_key secret_key session_token source", defaults=(None, "")),
+        _Record):
+    """An access key pair (and optional session token), with where it was found (``source``,
+    e.g. "~/.aws/credentials [default]"); repr never shows the secret parts."""
 
-    access_key: str
-    secret_key: str
-    session_token: Optional[str] = None
-    source: str = ""  # where they were found, e.g. "environment (AWS_*)"
-    _secret = ("secret_key", "session_token")
+    __slots__ = ()
 
     def mask_access_key(self) -> str:
         return _mask(self.access_key)
@@ -148,17 +170,44 @@ class OVHCredentials(_Model):
     def mask_secret_key(self) -> str:
         return _mask(self.secret_key)
 
-
-class OVHRegionConfig(_Model):
-    region_code: str
-    endpoint: str
-    website_suffix: Optional[str]
+    def __repr__(self) -> str:
+        return f"OVHCredentials(access_key={self.access_key!r}, source={self.source!r})"
 
 
-class BucketInfo(_Model):
-    name: str
-    region: str
-    creation_date: Optional[dt.datetime] = None
+class OVHRegionConfig(collections.namedtuple(
+        "OVHRegionConfig", "region_code endpoint website_suffix"), _Record):
+    __slots__ = ()
+
+
+class BucketInfo(collections.namedtuple("BucketInfo", "name region creation_date",
+                                        defaults=(None,)), _Record):
+    __slots__ = ()
+
+
+class RemoteObject(collections.namedtuple(
+        "RemoteObject", "key size etag last_modified is_prefix", defaults=(0, "", "", False)),
+        _Record):
+    """A listed object, or (is_prefix) a "folder" (CommonPrefix) of a non-recursive listing."""
+
+    __slots__ = ()
+
+
+class Failure(collections.namedtuple("Failure", "key operation code status message",
+                                     defaults=("", "", 0, "")), _Record):
+    """One failed step of a sync or deploy: the key (if any), the S3 operation, its error code
+    and HTTP status (if the server answered) and the message.  The CLI renders it."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, key: str, exc: BaseException, operation: str = "") -> "Failure":
+        if isinstance(exc, S3Error):
+            return cls(key, exc.operation or operation, exc.code, exc.status,
+                       exc.message or "no message")
+        if isinstance(exc, OSError) and exc.strerror:
+            return cls(key, operation, "", 0,
+                       exc.strerror + (f": {exc.filename}" if exc.filename else ""))
+        return cls(key, operation, "", 0, str(exc))
 
 
 class CORSPolicy(_Model):
@@ -169,72 +218,140 @@ class CORSPolicy(_Model):
     expose_headers: List[str] = ["ETag"]
 
 
-class RemoteObject(_Model):
-    key: str
-    size: int = 0
-    etag: str = ""
-    last_modified: str = ""
-    is_prefix: bool = False  # a "folder" (CommonPrefix) in a non-recursive listing
+class SyncOptions(_Model):
+    """How to sync and deploy: built once (by the CLI or the Python API), passed down whole."""
+
+    prefix: str = ""
+    acl: Optional[str] = None  # None: public-read for a static website, else private
+    static_website: bool = False
+    delete: bool = False
+    max_delete: int = 1000
+    force: bool = False
+    jobs: int = 16
+    cache_control: List[str] = []  # GLOB=VALUE rules, the first match wins
+    content_types: List[str] = []  # GLOB=TYPE rules
+    gzip: List[str] = []  # GLOBs
+    index_document: str = "index.html"
+    error_document: str = "error.html"
+    skip_cors: bool = False
+    cors_origins: List[str] = []
+    dry_run: bool = False
+
+    def __init__(self, **fields: Any) -> None:  # keyword-only: no field binds to a wrong slot
+        super().__init__(**fields)
+
+    @classmethod
+    def of(cls, arguments: Mapping[str, Any], **more: Any) -> "SyncOptions":
+        """The options among a function's arguments (sequences become lists)."""
+        fields = {k: list(v) if isinstance(v, (list, tuple)) else v
+                  for k, v in arguments.items() if k in cls._names}
+        return cls(**{**fields, **more})
 
 
 class SyncResult(_Model):
-    """What one sync did (or, with dry_run, would do)."""
+    """What one sync (or deploy) did or, with dry_run, would do."""
 
     files_uploaded: List[str] = []
     files_skipped: List[str] = []
     files_deleted: List[str] = []
     bytes_uploaded: int = 0
-    errors: List[str] = []
+    errors: List[Failure] = []
     actions: List[Dict[str, Any]] = []  # the plan: action, key, reason
     keys: List[str] = []  # every key the source maps to
     warnings: List[str] = []
 
 
 class DeploymentResult(_Model):
+    """A deploy: the sync's result plus what the deploy adds (URLs, timing, success)."""
+
     success: bool
     bucket_name: str
     region: str
-    files_uploaded: List[str] = []
+    sync: SyncResult = SyncResult  # type: ignore[assignment]
     direct_urls: List[str] = []
     website_url: Optional[str] = None
-    errors: List[str] = []
     dry_run: bool = False
-    files_skipped: List[str] = []
-    files_deleted: List[str] = []
-    bytes_uploaded: int = 0
     duration_seconds: float = 0.0
-    actions: List[Dict[str, Any]] = []
-    warnings: List[str] = []
+
+    # The sync's fields read through: one record, not a copy of it.
+    files_uploaded = property(lambda self: self.sync.files_uploaded)
+    files_skipped = property(lambda self: self.sync.files_skipped)
+    files_deleted = property(lambda self: self.sync.files_deleted)
+    bytes_uploaded = property(lambda self: self.sync.bytes_uploaded)
+    errors = property(lambda self: self.sync.errors)
+    actions = property(lambda self: self.sync.actions)
+    warnings = property(lambda self: self.sync.warnings)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        out.update(out.pop("sync"))
+        return out
 
 
-# --- Regions and providers ----------------------------------------------------------------------
+# --- Providers ----------------------------------------------------------------------------------
 
-# OVHcloud regions (notes/ovh.md, OVH's s3_location guide): the lower-case code is both the
-# SigV4 region and the endpoint label.  The US regions live on their own domain (rclone).
-OVH_REGIONS = {
-    code: "ovh.net" for code in (
-        "gra", "rbx", "sbg", "eu-west-par", "eu-south-mil", "de", "uk", "waw", "bhs",
-        "ca-east-tor", "sgp", "ap-southeast-syd", "ap-south-mum")
-}
-OVH_REGIONS.update({"us-east-va": "ovh.us", "us-west-or": "ovh.us"})
+
+class Provider(collections.namedtuple("Provider", [
+        "name", "host", "endpoint", "website", "path_style", "max_parts", "region", "regions",
+        "rclone", "bare_region", "dash_website"]), _Record):
+    """One S3 service: ``host`` matches its endpoints (group ``r``: the region); ``endpoint``,
+    ``website``: URL templates; ``regions``: those it has (empty: any); ``rclone``: the rclone
+    provider whose remotes may omit the endpoint; ``bare_region``: CreateBucket there takes no
+    LocationConstraint; ``dash_website``: regions whose website host has "-" before the region.
+    """
+
+    __slots__ = ()
+
+    def endpoint_url(self, region: str) -> str:
+        return self.endpoint.format(region=region.lower())
+
+    def website_url(self, bucket: str, region: str) -> Optional[str]:
+        r = region.lower()
+        sep = "-" if r in self.dash_website else "."
+        return self.website.format(bucket=bucket, region=r, sep=sep) if self.website else None
+
+
+# OVHcloud regions (OVH's s3_location guide): the lower-case code is both the SigV4 region and
+# the endpoint label.  The US regions live on their own domain (rclone's s3 provider docs).
+# OVH website hosting is HTTP only; Scaleway serves HTTPS (OVH's static website guide).
+# Scaleway caps uploads at 1,000 parts, OVH and AWS at 10,000 (rclone provider files).
+PROVIDERS = (
+    Provider("ovh", r"s3\.(?P<r>[a-z0-9-]+)\.io\.cloud\.ovh\.net",
+             "https://s3.{region}.io.cloud.ovh.net",
+             "http://{bucket}.s3-website.{region}.io.cloud.ovh.net", False, 10000, "eu-west-par",
+             ("gra", "rbx", "sbg", "eu-west-par", "eu-south-mil", "de", "uk", "waw", "bhs",
+              "ca-east-tor", "sgp", "ap-southeast-syd", "ap-south-mum"), "", "", ()),
+    Provider("ovh-us", r"s3\.(?P<r>[a-z0-9-]+)\.io\.cloud\.ovh\.us",
+             "https://s3.{region}.io.cloud.ovh.us",
+             "http://{bucket}.s3-website.{region}.io.cloud.ovh.us", False, 10000, "us-east-va",
+             ("us-east-va", "us-west-or"), "", "", ()),
+    Provider("scaleway", r"s3\.(?P<r>[a-z0-9-]+)\.scw\.cloud", "https://s3.{region}.scw.cloud",
+             "https://{bucket}.s3-website.{region}.scw.cloud", False, 1000, "fr-par", (),
+             "scaleway", "", ()),
+    Provider("aws", r"s3[.-](?P<r>[a-z0-9-]+)\.amazonaws\.com|s3\.amazonaws\.com",
+             "https://s3.{region}.amazonaws.com",
+             "http://{bucket}.s3-website{sep}{region}.amazonaws.com", False, 10000, "us-east-1",
+             (), "aws", "us-east-1",
+             ("us-east-1", "us-west-1", "us-west-2", "eu-west-1", "ap-southeast-1",
+              "ap-southeast-2", "ap-northeast-1", "sa-east-1", "us-gov-west-1")),
+    # Anything else (MinIO, SeaweedFS, Ceph, a proxy): path style, since <bucket>.<host> needs
+    # DNS that IPs, localhost and unknown hosts do not have.
+    Provider("custom", "", "", "", True, 10000, "us-east-1", (), "", "us-east-1", ()),
+)
+_BY_NAME = {p.name: p for p in PROVIDERS}
+OVH_REGIONS = {r: p for p in PROVIDERS if p.name.startswith("ovh") for r in p.regions}
 DEFAULT_REGION = "EU-WEST-PAR"
 
-# Hosts whose buckets are addressed virtual-host style; each maps to its website host template.
-# OVH website hosting is HTTP only; Scaleway serves HTTPS (notes/ovh.md sections 2 and 6).
-_PROVIDER_HOSTS = [
-    (re.compile(r"^s3\.(?P<r>[a-z0-9-]+)\.io\.cloud\.ovh\.(?:net|us)$"), "ovh"),
-    (re.compile(r"^s3\.(?P<r>[a-z0-9-]+)\.scw\.cloud$"), "scaleway"),
-    (re.compile(r"^s3[.-](?P<r>[a-z0-9-]+)\.amazonaws\.com$"), "aws"),
-    (re.compile(r"^s3\.amazonaws\.com$"), "aws"),
-]
-# rclone remotes of these providers may leave out the endpoint: rclone derives it from the
-# region (rclone's s3 provider docs), and so does estafette.  (An OVH remote without one gets
-# its region's OVH endpoint, as when nothing is configured.)
-_RCLONE_PROVIDERS = {"aws": ("https://s3.{}.amazonaws.com", "us-east-1"),
-                     "scaleway": ("https://s3.{}.scw.cloud", "fr-par")}
-# AWS regions whose website endpoints use a dash instead of a dot before the region.
-_AWS_DASH_WEBSITE = {"us-east-1", "us-west-1", "us-west-2", "eu-west-1", "ap-southeast-1",
-                     "ap-southeast-2", "ap-northeast-1", "sa-east-1", "us-gov-west-1"}
+
+@functools.lru_cache(maxsize=64)
+def provider_for_host(host: str) -> Tuple[Provider, Optional[str]]:
+    """(provider, region named by the host or None) for an endpoint's host name."""
+    for p in PROVIDERS:
+        m = re.fullmatch(p.host, host) if p.host else None
+        if m:
+            return p, m.groupdict().get("r")
+    return _BY_NAME["custom"], None
+
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -242,7 +359,7 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 def validate_bucket_name(name: str) -> str:
     """Return ``name`` if it follows the S3/OVH bucket naming rules, else raise UsageError."""
     problem = None
-    if not 3 <= len(name) <= 63:
+    if not isinstance(name, str) or not 3 <= len(name) <= 63:
         problem = "must be 3 to 63 characters long"
     elif not _BUCKET_RE.match(name):
         problem = ("may contain only lower-case letters, digits, '-' and '.', and must start "
@@ -256,22 +373,11 @@ def validate_bucket_name(name: str) -> str:
     return name
 
 
-class Endpoint(_Model):
-    """Where requests go and how buckets are addressed."""
+class Endpoint(collections.namedtuple("Endpoint", "scheme netloc region provider path_style",
+                                      defaults=("custom", False)), _Record):
+    """Where requests go and how buckets are addressed (immutable: a dict key)."""
 
-    scheme: str
-    netloc: str  # host[:port], without the scheme's default port
-    region: str  # the SigV4 signing region
-    provider: str = "custom"  # ovh, scaleway, aws or custom
-    path_style: bool = False
-
-    def __hash__(self) -> int:  # a dict key (a client per endpoint)
-        return hash(tuple(getattr(self, n) for n in self._names))
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in self.__dict__:  # frozen: changing a dict key would lose its client
-            raise AttributeError(f"Endpoint is immutable: cannot set {name}")
-        super().__setattr__(name, value)
+    __slots__ = ()
 
     @classmethod
     def parse(cls, url: str, region: str, path_style: bool = False) -> "Endpoint":
@@ -283,23 +389,19 @@ class Endpoint(_Model):
         if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
             raise UsageError(f"endpoint {url!r} must be only scheme://host[:port]")
         try:
-            port = parts.port
+            netloc = _netloc(parts)
         except ValueError:
             raise UsageError(f"endpoint {url!r} has an invalid port") from None
-        host = parts.hostname.lower()
-        provider = next((p for rx, p in _PROVIDER_HOSTS if rx.match(host)), "custom")
-        # Virtual-host addressing needs DNS for <bucket>.<host>: never for IPs, localhost or
-        # unknown hosts (MinIO, SeaweedFS, a proxy), which all speak path style.
-        path_style = path_style or provider == "custom"
-        default = 443 if parts.scheme == "https" else 80
-        netloc = f"[{host}]" if ":" in host else host
-        if port and port != default:
-            netloc += f":{port}"
-        return cls(parts.scheme, netloc, region, provider, path_style)
+        provider = provider_for_host(parts.hostname.lower())[0]
+        return cls(parts.scheme, netloc, region, provider.name, path_style or provider.path_style)
 
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.netloc}"
+
+    @property
+    def spec(self) -> Provider:
+        return _BY_NAME[self.provider]
 
     def _virtual(self, bucket: str) -> bool:
         # A dotted bucket name breaks the TLS wildcard certificate of virtual hosts.
@@ -318,21 +420,29 @@ class Endpoint(_Model):
 
     def website_host(self, bucket: str) -> Optional[str]:
         """The website endpoint's base URL, or None when the provider has no known one."""
-        r = self.region.lower()
-        if self.provider == "ovh":
-            domain = self.netloc.split(".io.cloud.")[1]
-            return f"http://{bucket}.s3-website.{r}.io.cloud.{domain}"
-        if self.provider == "scaleway":
-            return f"https://{bucket}.s3-website.{r}.scw.cloud"
-        if self.provider == "aws":
-            sep = "-" if r in _AWS_DASH_WEBSITE else "."
-            return f"http://{bucket}.s3-website{sep}{r}.amazonaws.com"
-        return None
+        return self.spec.website_url(bucket, self.region)
 
 
-def ovh_endpoint(region: str) -> str:
-    code = region.lower()
-    return f"https://s3.{code}.io.cloud.{OVH_REGIONS[code]}"
+def _netloc(parts: urllib.parse.SplitResult) -> str:
+    """host[:port] as sent and signed: lower-case, IPv6 in brackets, no default port (botocore
+    _host_from_url).  Raises ValueError for an invalid port."""
+    host = (parts.hostname or "").lower()
+    host = f"[{host}]" if ":" in host else host
+    port = parts.port
+    if port and port != {"http": 80, "https": 443}.get(parts.scheme):
+        host += f":{port}"
+    return host
+
+
+def _is_loopback(netloc: str) -> bool:
+    host = urllib.parse.urlsplit(f"//{netloc}").hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    import ipaddress
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # --- Signing (AWS Signature Version 4) ----------------------------------------------------------
@@ -361,16 +471,6 @@ def _canonical_query(query: str) -> str:
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 
-def _host_header(parts: urllib.parse.SplitResult) -> str:
-    # Only a non-default port belongs in the signed host (botocore _host_from_url).
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    port = parts.port
-    if port and port != {"http": 80, "https": 443}.get(parts.scheme):
-        host += f":{port}"
-    return host
-
-
 @functools.lru_cache(maxsize=16)
 def _signing_key(secret_key: str, datestamp: str, region: str, service: str) -> bytes:
     import hashlib
@@ -395,13 +495,13 @@ def _signature(credentials: OVHCredentials, amz_date: str, region: str, service:
     return scope, string_to_sign, signature
 
 
-def _utc(now: Optional[dt.datetime]) -> dt.datetime:
+def _amz_date(now: Optional[dt.datetime]) -> str:
     import datetime as dt
     if now is None:
-        return dt.datetime.now(dt.timezone.utc)
-    if now.tzinfo is None:
+        now = dt.datetime.now(dt.timezone.utc)
+    elif now.tzinfo is None:
         raise ValueError("now must be an aware datetime (UTC)")
-    return now.astimezone(dt.timezone.utc)
+    return now.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _sign(method: str, url: str, headers: Dict[str, str], payload_hash: str,
@@ -409,11 +509,11 @@ def _sign(method: str, url: str, headers: Dict[str, str], payload_hash: str,
           service: str) -> Tuple[Dict[str, str], str, str]:
     """Sign; return (headers, canonical_request, string_to_sign)."""
     parts = urllib.parse.urlsplit(url)
-    amz_date = _utc(now).strftime("%Y%m%dT%H%M%SZ")
+    amz_date = _amz_date(now)
     out = {k: v for k, v in headers.items()
            if k.lower() not in ("host", "x-amz-date", "x-amz-content-sha256", "authorization",
                                 "x-amz-security-token")}
-    out["host"] = _host_header(parts)
+    out["host"] = _netloc(parts)
     out["x-amz-date"] = amz_date
     out["x-amz-content-sha256"] = payload_hash  # mandatory for S3, even with no body
     if credentials.session_token:
@@ -455,7 +555,7 @@ def presign_url(method: str, url: str, credentials: OVHCredentials, region: str,
         raise UsageError(f"presign expiry must be 1..{MAX_PRESIGN_SECONDS} seconds (7 days), "
                          f"got {expires!r}")
     parts = urllib.parse.urlsplit(url)
-    amz_date = _utc(now).strftime("%Y%m%dT%H%M%SZ")
+    amz_date = _amz_date(now)
     scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
     params = [("X-Amz-Algorithm", _ALGORITHM),
               ("X-Amz-Credential", f"{credentials.access_key}/{scope}"),
@@ -465,9 +565,8 @@ def presign_url(method: str, url: str, credentials: OVHCredentials, region: str,
         params.append(("X-Amz-Security-Token", credentials.session_token))  # before signing
     extra = "&".join(f"{_uri_encode(k)}={_uri_encode(v)}" for k, v in params)
     query = f"{parts.query}&{extra}" if parts.query else extra
-    host = _host_header(parts)
     canonical_request = "\n".join([method.upper(), parts.path or "/", _canonical_query(query),
-                                   f"host:{host}\n", "host", UNSIGNED_PAYLOAD])
+                                   f"host:{_netloc(parts)}\n", "host", UNSIGNED_PAYLOAD])
     signature = _signature(credentials, amz_date, region, service, canonical_request)[2]
     return urllib.parse.urlunsplit(parts._replace(query=f"{query}&X-Amz-Signature={signature}"))
 
@@ -478,18 +577,15 @@ _S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _BLOCK = 256 * 1024  # socket write size for streamed bodies
 
 
-class Response(_Model):
-    status: int
-    headers: Dict[str, str]  # lower-case names
-    body: bytes
+# An HTTP answer: status, headers (lower-case names), the whole body, and whether the request
+# was sent twice (its first connection died: the server may have applied it).
+Response = collections.namedtuple("Response", "status headers body resent", defaults=(False,))
 
 
-class Payload(_Model):
+class Payload(collections.namedtuple("Payload", "path offset length", defaults=(0, 0))):
     """A request body read from disk on each attempt: ``length`` bytes of ``path`` at ``offset``."""
 
-    path: str
-    offset: int = 0
-    length: int = 0
+    __slots__ = ()
 
     def open(self) -> "_Slice":
         return _Slice(self.path, self.offset, self.length)
@@ -530,20 +626,20 @@ class _Slice:
 
 
 class Transport:
-    """The one place that speaks HTTP: a persistent http.client connection per thread and host.
+    """The one place that speaks HTTP: persistent http.client connections, pooled per host.
 
-    No redirect is ever followed (a 301/307 to another region would break the signature).
+    A connection is taken from its host's pool for one request and put back once the answer is
+    read, so any thread reuses any idle connection.  No redirect is ever followed (a 301/307 to
+    another region would break the signature).
     """
 
     def __init__(self, timeout: float = 60.0):
-        import threading
         self.timeout = timeout
-        self._local = threading.local()
         self._ssl = None
-        self._all: Set[Any] = set()  # every live connection, so close() reaches other threads
-        self._lock = threading.Lock()
+        # (scheme, netloc) -> idle connections; list.pop/append are atomic, so no lock is needed
+        self._idle: Dict[Tuple[str, str], List[Any]] = {}
 
-    def _context(self):
+    def _context(self) -> Any:
         if self._ssl is None:
             import ssl  # only HTTPS pays for it
             cafile = os.environ.get("AWS_CA_BUNDLE") or None
@@ -551,51 +647,65 @@ class Transport:
             self._ssl = ssl.create_default_context(cafile=cafile)
         return self._ssl
 
-    def _connection(self, scheme: str, netloc: str) -> Any:
+    def _new(self, scheme: str, netloc: str) -> Any:
         import http.client
-        pool = self._local.__dict__.setdefault("pool", {})
-        conn = pool.get((scheme, netloc))
-        if conn is None:
-            if scheme == "https":
-                conn = http.client.HTTPSConnection(netloc, timeout=self.timeout,
-                                                   context=self._context(), blocksize=_BLOCK)
-            else:
-                conn = http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=_BLOCK)
-            pool[(scheme, netloc)] = conn
-        if conn.sock is None:  # about to (re)connect, e.g. after close(): track it again
-            with self._lock:
-                self._all.add(conn)
-        return conn
+        if scheme == "https":
+            return http.client.HTTPSConnection(netloc, timeout=self.timeout,
+                                               context=self._context(), blocksize=_BLOCK)
+        return http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=_BLOCK)
 
     def close(self) -> None:
-        """Close every connection this transport opened; later requests open new ones."""
-        with self._lock:
-            conns, self._all = self._all, set()
-        for conn in conns:
-            conn.close()
-
-    def _drop(self, scheme: str, netloc: str) -> None:
-        conn = self._local.__dict__.get("pool", {}).pop((scheme, netloc), None)
-        if conn is not None:
-            conn.close()
-            with self._lock:
-                self._all.discard(conn)
+        """Close every idle connection; connections in use close when their answer is read."""
+        for idle in list(self._idle.values()):
+            while idle:
+                try:
+                    idle.pop().close()
+                except IndexError:  # taken by another thread meanwhile
+                    break
 
     def send(self, method: str, url: str, headers: Dict[str, str], body: Any = None) -> Response:
-        """Send one request; raise OSError or http.client.HTTPException on transport failure."""
+        """Send one request; raise OSError or http.client.HTTPException on transport failure.
+
+        ``body`` is bytes, None or a Payload (opened here, and again if the request is resent).
+        """
         parts = urllib.parse.urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        conn = self._connection(parts.scheme, parts.netloc)
+        idle = self._idle.setdefault((parts.scheme, parts.netloc), [])
         try:
-            conn.request(method, target, body=body, headers=headers)
-            resp = conn.getresponse()
+            conn, reused = idle.pop(), True
+        except IndexError:
+            conn, reused = self._new(parts.scheme, parts.netloc), False
+        resent = False
+        while True:
+            stream = body.open() if isinstance(body, Payload) else body
+            try:
+                conn.request(method, target, body=stream, headers=headers)
+                resp = conn.getresponse()
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                conn.close()
+                # A reused connection the server closed while it sat idle fails before any byte
+                # of an answer: resend once on a new one, as urllib3 and Go's net/http do.
+                if not reused:
+                    raise
+                conn, reused, resent = self._new(parts.scheme, parts.netloc), False, True
+                continue
+            except BaseException:
+                conn.close()  # never reuse a half-used connection
+                raise
+            finally:
+                if isinstance(stream, _Slice):
+                    stream.close()
+            break
+        try:
             data = resp.read()
         except BaseException:
-            self._drop(parts.scheme, parts.netloc)  # never reuse a half-used connection
+            conn.close()
             raise
         if resp.will_close:
-            self._drop(parts.scheme, parts.netloc)
-        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+            conn.close()
+        else:
+            idle.append(conn)
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data, resent)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -626,6 +736,29 @@ def _retry_after(value: str) -> Optional[float]:
 _RETRY_STATUS = {500, 502, 503, 504, 429}
 _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
                 "Throttling", "ThrottlingException", "RequestLimitExceeded", "OperationAborted"}
+
+# The S3 operation a request is, by (method, sub-resource, whether it names a key): error
+# messages name it as the S3 API reference does.
+_OPERATIONS = {(m, sub, key == "key"): op for m, sub, key, op in (item.split() for item in (
+    "GET - bucket ListObjectsV2; GET - key GetObject; HEAD - bucket HeadBucket; "
+    "HEAD - key HeadObject; PUT - bucket CreateBucket; PUT - key PutObject; "
+    "DELETE - bucket DeleteBucket; DELETE - key DeleteObject; GET acl bucket GetBucketAcl; "
+    "GET acl key GetObjectAcl; PUT acl bucket PutBucketAcl; PUT acl key PutObjectAcl; "
+    "GET cors bucket GetBucketCors; PUT cors bucket PutBucketCors; "
+    "PUT website bucket PutBucketWebsite; POST delete bucket DeleteObjects; "
+    "GET versions bucket ListObjectVersions; GET uploads bucket ListMultipartUploads; "
+    "POST uploads key CreateMultipartUpload; PUT partNumber key UploadPart; "
+    "POST uploadId key CompleteMultipartUpload; DELETE uploadId key AbortMultipartUpload"
+).split("; "))}
+
+
+def _operation(method: str, bucket: str, key: str, names: Iterable[str]) -> str:
+    if not bucket:
+        return "ListBuckets"
+    names = set(names)
+    sub = next((n for n in ("partNumber", "uploadId", "uploads", "acl", "cors", "website",
+                            "delete", "versions") if n in names), "-")
+    return _OPERATIONS.get((method, sub, bool(key)), method)
 
 
 def _xml(body: bytes, strict: bool = True) -> Optional[ET.Element]:
@@ -662,25 +795,37 @@ def _build_xml(root: str, children: Iterable[Tuple[str, Any]]) -> bytes:
     return ET.tostring(top, encoding="utf-8", xml_declaration=False)
 
 
-def _error_from(resp: Response, method: str, key: str) -> S3Error:
+# A request ready to sign and send (again on each attempt).
+_Request = collections.namedtuple("_Request",
+                                  "method url headers body payload_hash bucket key operation")
+
+
+def _error_from(resp: Response, req: _Request) -> Optional[S3Error]:
+    """The S3Error an answer carries, or None for a success (S3 may fail a Complete in a 200)."""
     import http.client
-    root = _xml(resp.body, strict=False)
+    root = _xml(resp.body, strict=False) if resp.status >= 300 or \
+        req.operation == "CompleteMultipartUpload" else None
+    where = dict(key=req.key, method=req.method, bucket=req.bucket, operation=req.operation)
+    rid = resp.headers.get("x-amz-request-id", "")
     if root is not None and root.tag.rsplit("}", 1)[-1] == "Error":
         details = {n: _text(root, n) for n in ("CanonicalRequest", "StringToSign")
                    if _text(root, n)}
-        return S3Error(resp.status, _text(root, "Code", "Unknown"), _text(root, "Message"),
-                       _text(root, "RequestId") or resp.headers.get("x-amz-request-id", ""),
-                       key, method, details)
-    # HEAD answers carry no body; name the status the way S3 would.
-    code = {301: "PermanentRedirect", 307: "TemporaryRedirect", 400: "BadRequest",
-            403: "AccessDenied", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict",
-            429: "SlowDown", 500: "InternalError", 503: "ServiceUnavailable"}.get(
-                resp.status, f"HTTP{resp.status}")
-    message = http.client.responses.get(resp.status, "")
-    if resp.status in (301, 307) and resp.headers.get("location"):
-        message += f"; the server redirects to {resp.headers['location']} (wrong region?)"
-    return S3Error(resp.status, code, message, resp.headers.get("x-amz-request-id", ""),
-                   key, method)
+        error = S3Error(resp.status if resp.status >= 300 else 500,
+                        _text(root, "Code", "Unknown"), _text(root, "Message"),
+                        _text(root, "RequestId") or rid, details=details, **where)
+    elif resp.status < 300:
+        return None
+    else:  # HEAD answers carry no body: name the status the way S3 would
+        code = {301: "PermanentRedirect", 307: "TemporaryRedirect", 400: "BadRequest",
+                403: "AccessDenied", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict",
+                429: "SlowDown", 500: "InternalError", 501: "NotImplemented",
+                503: "ServiceUnavailable"}.get(resp.status, f"HTTP{resp.status}")
+        message = http.client.responses.get(resp.status, "")
+        if resp.status in (301, 307) and resp.headers.get("location"):
+            message += f"; the server redirects to {resp.headers['location']} (wrong region?)"
+        error = S3Error(resp.status, code, message, rid, **where)
+    error.retry_after = _retry_after(resp.headers.get("retry-after", ""))
+    return error
 
 
 class S3Client:
@@ -688,16 +833,16 @@ class S3Client:
 
     def __init__(self, endpoint: Endpoint, credentials: OVHCredentials,
                  transport: Optional[Transport] = None, retries: int = 8,
-                 log: Optional[Callable[[str], None]] = None, backoff: float = 0.25):
+                 log: Optional[Callable[[str], None]] = None, backoff: float = 0.25,
+                 sleep: Callable[[float], None] = time.sleep):
         self.endpoint, self.credentials = endpoint, credentials
         self.transport = transport or Transport()
-        self.retries, self.backoff = max(1, retries), backoff
+        self.retries, self.backoff, self._sleep = max(1, retries), backoff, sleep
         self.log = log  # --debug lines; never given a secret
         # File bodies go as UNSIGNED-PAYLOAD where nothing can alter them on the way: inside
         # TLS (as rclone does for OVH) or over loopback.  Plain HTTP across a network gets each
         # body's SHA-256 signed (botocore and minio decide the same way for TLS).
         self.unsigned_payload = endpoint.scheme == "https" or _is_loopback(endpoint.netloc)
-        self._sleep = time.sleep
 
     def request(self, method: str, bucket: str = "", key: str = "",
                 query: Optional[Sequence[Tuple[str, Optional[str]]]] = None,
@@ -708,14 +853,32 @@ class S3Client:
         ``body`` is bytes or a Payload (re-read from disk on each attempt).  Query items whose
         value is None are sent bare (``?cors``).
         """
-        import hashlib
         import http.client
-        import random
+        req = self._prepare(method, bucket, key, query or (), headers or {}, body, payload_hash)
+        attempt, answer_lost = 0, False
+        while True:
+            attempt += 1
+            try:
+                return self._attempt(req)
+            except S3Error as exc:
+                answer_lost = exc.answer_lost = answer_lost or exc.answer_lost
+                if not self._again(exc, attempt):
+                    raise
+            except (OSError, http.client.HTTPException) as exc:  # (a TLS refusal is both)
+                answer_lost = True
+                if not self._again(exc, attempt):
+                    raise EstafetteError(
+                        f"cannot reach {self.endpoint.netloc} ({req.operation} "
+                        f"{'/'.join(p for p in (bucket, key) if p) or '/'}): "
+                        f"{str(exc) or type(exc).__name__} after {attempt} attempt(s)") from exc
 
-        qs = "&".join(k if v is None else f"{_uri_encode(k)}={_uri_encode(v)}"
-                      for k, v in (query or ()))
-        url = self.endpoint.object_url(bucket, key, qs)
-        hdrs = dict(headers or {})
+    def _prepare(self, method: str, bucket: str, key: str,
+                 query: Sequence[Tuple[str, Optional[str]]], headers: Dict[str, str],
+                 body: Any, payload_hash: Optional[str]) -> _Request:
+        """URL, headers and payload hash of a request: everything but the signature."""
+        import hashlib
+        qs = "&".join(k if v is None else f"{_uri_encode(k)}={_uri_encode(v)}" for k, v in query)
+        hdrs = dict(headers)
         given = {k.lower() for k in hdrs}
         if isinstance(body, Payload):
             length = body.length
@@ -727,52 +890,53 @@ class S3Client:
             if body and "content-md5" not in given:
                 # OVH wants Content-MD5 on DeleteObjects, PutBucketCors/Website and ACL bodies.
                 hdrs["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+            if body and "content-type" not in given:
+                hdrs["Content-Type"] = "application/xml"
         if method in ("PUT", "POST") or length:
             hdrs["Content-Length"] = str(length)
-        if body and "content-type" not in given and not isinstance(body, Payload):
-            hdrs["Content-Type"] = "application/xml"
-        attempt, answer_lost = 0, False
-        while True:
-            attempt += 1
-            signed, creq, sts = _sign(method, url, hdrs, payload_hash, self.credentials,
-                                      self.endpoint.region, None, "s3")
-            started = time.monotonic()
-            delay = None
-            stream = body.open() if isinstance(body, Payload) else (body or None)
-            try:
-                resp = self.transport.send(method, url, signed, stream)
-            except (OSError, http.client.HTTPException) as exc:  # (a TLS refusal is both)
-                error: Exception = exc
-                self._debug(f"{method} {url} -> {type(exc).__name__}: {exc}")
-                retry = _transient(exc)
-                answer_lost = True
-            except ValueError:  # http.client refuses a header value; its message quotes it
-                raise EstafetteError(f"{method} {key or bucket or '/'}: a header holds a line "
-                                     "break or a non-ASCII character") from None
-            else:
-                self._debug(f"{method} {url} -> {resp.status} "
-                            f"({time.monotonic() - started:.3f}s)")
-                if resp.status < 300:
-                    return resp
-                error = _error_from(resp, method, key)
-                retry = resp.status in _RETRY_STATUS or error.code in _RETRY_CODES
-                if error.code == "SignatureDoesNotMatch":
-                    self._debug_signature(creq, sts, error)
-                delay = _retry_after(resp.headers.get("retry-after", ""))
-            finally:
-                if isinstance(stream, _Slice):
-                    stream.close()
-            if not retry or attempt >= self.retries:
-                if isinstance(error, S3Error):
-                    error.answer_lost = answer_lost
-                    raise error
-                reason = str(error) or type(error).__name__
-                raise EstafetteError(f"cannot reach {self.endpoint.netloc} ({method} "
-                                     f"{key or bucket or '/'}): {reason} after {attempt} "
-                                     "attempt(s)") from error
-            # Exponential backoff with full jitter, honouring Retry-After (capped).
-            wait = random.uniform(0, min(20.0, self.backoff * 2 ** attempt))
-            self._sleep(max(wait, min(delay or 0.0, 60.0)))
+        operation = _operation(method, bucket, key, (k for k, _ in query))
+        return _Request(method, self.endpoint.object_url(bucket, key, qs), hdrs, body or None,
+                        payload_hash, bucket, key, operation)
+
+    def _attempt(self, req: _Request) -> Response:
+        """Sign and send once: the 2xx Response, or raise S3Error (or a transport error)."""
+        signed, creq, sts = _sign(req.method, req.url, req.headers, req.payload_hash,
+                                  self.credentials, self.endpoint.region, None, "s3")
+        import http.client
+        started = time.monotonic()
+        try:
+            resp = self.transport.send(req.method, req.url, signed, req.body)
+        except (OSError, http.client.HTTPException) as exc:  # (a TLS refusal is both)
+            self._debug(f"{req.method} {req.url} -> {type(exc).__name__}: {exc}")
+            raise
+        except ValueError:  # http.client refuses a header value; its message quotes it
+            raise EstafetteError(f"{req.operation} {req.key or req.bucket or '/'}: a header "
+                                 "holds a line break or a non-ASCII character") from None
+        self._debug(f"{req.method} {req.url} -> {resp.status} "
+                    f"({time.monotonic() - started:.3f}s)")
+        error = _error_from(resp, req)
+        if error is None:
+            return resp
+        error.answer_lost = resp.resent
+        if error.code == "SignatureDoesNotMatch":
+            self._debug_signature(creq, sts, error)
+        raise error
+
+    def _again(self, error: BaseException, attempt: int) -> bool:
+        """The retry decision: after a pause, True if ``error`` is worth another attempt."""
+        import random
+        if attempt >= self.retries:
+            return False
+        if isinstance(error, S3Error):
+            if error.status not in _RETRY_STATUS and error.code not in _RETRY_CODES:
+                return False
+        elif not _transient(error):
+            return False
+        # Exponential backoff with full jitter, honouring Retry-After (capped).
+        wait = random.uniform(0, min(20.0, self.backoff * 2 ** attempt))
+        delay = getattr(error, "retry_after", None) or 0.0
+        self._sleep(max(wait, min(delay, 60.0)))
+        return True
 
     def _debug(self, line: str) -> None:
         if self.log:
@@ -817,11 +981,187 @@ def _read_ini(path: str, what: str) -> Any:
     return parser
 
 
-def _too_open(path: str) -> bool:
+def _section(parser: Any, path: str, name: str, secret: str,
+             warnings: List[str]) -> Dict[str, str]:
+    """A config section as a dict (with its ``_source``); warns if it holds a readable secret."""
+    data = dict(parser.items(name))
+    data["_source"] = f"{path} [{name}]"
     try:
-        return os.name == "posix" and bool(os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+        too_open = os.name == "posix" and bool(
+            os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO))
     except OSError:
-        return False
+        too_open = False
+    if data.get(secret) and too_open:
+        warnings.append(f"{path} holds a secret key and is readable by group or others; "
+                        f"run: chmod 600 {path}")
+    return data
+
+
+def _load_rclone(environ: Mapping[str, str], config_file: Optional[str], remote: Optional[str],
+                 looked: List[str], warnings: List[str]) -> Optional[Dict[str, str]]:
+    """The rclone remote to read: the one named, else the first of type s3 (or None)."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    xdg = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    path = config_file or environ.get("RCLONE_CONFIG")
+    explicit = bool(path)
+    if not path:
+        candidates = (os.path.join(xdg, "rclone", "rclone.conf"), os.path.join(home, ".rclone.conf"))
+        path = next((c for c in candidates if os.path.isfile(c)), candidates[0])
+    if not os.path.exists(path):
+        if explicit:
+            raise UsageError(f"config file {path} does not exist")
+        if remote:
+            raise UsageError(f"--remote {remote}: no rclone config found (looked for {path})")
+        looked.append(f"rclone config ({path}: not found)")
+        return None
+    parser = _read_ini(path, "rclone config")
+    if remote:
+        if not parser.has_section(remote):
+            names = ", ".join(parser.sections()) or "none"
+            raise UsageError(f"remote {remote!r} not found in {path} (remotes: {names})")
+        if parser.get(remote, "type", fallback="") != "s3":
+            raise UsageError(f"remote {remote!r} in {path} is not of type s3")
+    remote = remote or next((s for s in parser.sections()
+                             if parser.get(s, "type", fallback="") == "s3"), None)
+    if remote is None:
+        looked.append(f"rclone config ({path}: no type = s3 remote)")
+        return None
+    looked.append(f"rclone config ({path}, remote [{remote}])")
+    return _section(parser, path, remote, "secret_access_key", warnings)
+
+
+def _load_aws(environ: Mapping[str, str], looked: List[str],
+              warnings: List[str]) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """The profile's sections of ~/.aws/credentials and ~/.aws/config ({} where absent)."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    profile = environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE")
+    found: List[Dict[str, str]] = []
+    for var, default, prefix in (("AWS_SHARED_CREDENTIALS_FILE", "credentials", ""),
+                                 ("AWS_CONFIG_FILE", "config", "profile ")):
+        path = environ.get(var) or os.path.join(home, ".aws", default)
+        looked.append(f"{path} (profile {profile or 'default'})")
+        if not os.path.exists(path):
+            found.append({})
+            continue
+        parser = _read_ini(path, "AWS file")
+        name = profile or "default"
+        section = next((s for s in (prefix + name, name) if parser.has_section(s)), None)
+        found.append(_section(parser, path, section, "aws_secret_access_key", warnings)
+                     if section else {})
+    if profile and not any(found):
+        raise UsageError(f"AWS profile {profile!r} (from AWS_PROFILE) not found in ~/.aws")
+    return found[0], found[1]
+
+
+class Resolved(collections.namedtuple(
+        "Resolved", "credentials problem endpoint region warnings")):
+    """What resolve_config decided: credentials (or the problem that stops them), endpoint URL
+    (None: the region's OVH endpoint), region and warnings."""
+
+    __slots__ = ()
+
+
+def _url_provider(url: str) -> Tuple[Provider, Optional[str]]:
+    """(provider, region named by the host) of an endpoint URL; raise UsageError if invalid."""
+    return provider_for_host(urllib.parse.urlsplit(Endpoint.parse(url, "").url).hostname or "")
+
+
+def resolve_config(given: Mapping[str, Any], environ: Mapping[str, str],
+                   rclone: Optional[Mapping[str, str]], aws_credentials: Mapping[str, str],
+                   aws_config: Mapping[str, str], aws_problem: Optional[str] = None,
+                   looked: Sequence[str] = ()) -> Resolved:
+    """Decide credentials, endpoint and region from every source; pure (no I/O).
+
+    ``given``: the arguments (region, endpoint, remote, access_key, secret_key, session_token);
+    ``rclone``/``aws_*``: the parsed sections (with ``_source``); ``looked``: places searched.
+    For each setting the first source that has it wins.  Raises UsageError for a bad endpoint
+    or a region that contradicts it.
+    """
+    region, endpoint = given.get("region"), given.get("endpoint")
+    rc = rclone or {}
+    aws_endpoint = aws_config.get("endpoint_url")
+    # ~/.aws/config's region belongs to AWS unless that profile also names an endpoint: an
+    # AWS CLI user's eu-central-1 must not become the OVH region.
+    cfg_region = rc.get("region") or (aws_config.get("region") if aws_endpoint else None)
+    cfg_endpoint = rc.get("endpoint") or aws_endpoint
+    kind = next((p for p in PROVIDERS if p.rclone and p.rclone == rc.get("provider", "").lower()),
+                None)
+    # rclone derives a provider's endpoint from the region (rclone's s3 provider docs); only for
+    # a remote chosen by --remote or holding keys: a keyless (env_auth) AWS remote that merely
+    # comes first in rclone.conf must not send OVH keys to AWS.
+    if kind and not rc.get("endpoint"):
+        if given.get("remote") or rc.get("access_key_id"):
+            cfg_endpoint = kind.endpoint_url((region if not endpoint else None)
+                                             or rc.get("region") or kind.region)
+        else:  # a remote that is not followed lends no region either
+            cfg_region = aws_config.get("region") if aws_endpoint else None
+    if cfg_endpoint and "://" not in cfg_endpoint:
+        cfg_endpoint = "https://" + cfg_endpoint  # rclone allows a bare host
+    if (not endpoint and region and cfg_endpoint and region.lower() in OVH_REGIONS
+            and _url_provider(cfg_endpoint)[0].name.startswith("ovh")):
+        cfg_endpoint = None  # --region SBG means SBG's endpoint, not the config's GRA one
+    url = endpoint or cfg_endpoint
+    warnings = []
+    final_region = region or cfg_region
+    if url:
+        provider, host_region = _url_provider(url)
+        if host_region:  # the host names its region: signing with another one fails
+            if region and region.lower() != host_region:
+                raise UsageError(f"region {region!r} does not match endpoint {url}, "
+                                 f"whose region is {host_region}")
+            final_region = host_region
+        final_region = final_region or provider.region
+        if url.startswith("http://") and not _is_loopback(url.split("/")[2]):
+            warnings.append(f"endpoint {url} is plain HTTP: data and signed requests travel "
+                            "unencrypted")
+    credentials, problem = _pick_credentials(given, environ, rc, aws_credentials, aws_config,
+                                             aws_problem, looked)
+    return Resolved(credentials, problem, url, final_region or DEFAULT_REGION, warnings)
+
+
+def _pick_credentials(given: Mapping[str, Any], environ: Mapping[str, str],
+                      rc: Mapping[str, str], aws_credentials: Mapping[str, str],
+                      aws_config: Mapping[str, str], aws_problem: Optional[str],
+                      looked: Sequence[str]) -> Tuple[Optional[OVHCredentials], Optional[str]]:
+    """The first complete key pair, or the problem that stops the search."""
+    env = environ
+    sources = [
+        ("arguments", given.get("access_key"), given.get("secret_key"), given.get("session_token")),
+        ("environment (OVH_ACCESS_KEY_ID/OVH_SECRET_ACCESS_KEY)",
+         env.get("OVH_ACCESS_KEY_ID"), env.get("OVH_SECRET_ACCESS_KEY"), None),
+        ("environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
+         env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY"),
+         env.get("AWS_SESSION_TOKEN")),
+        (f"rclone config {rc.get('_source', '')}", rc.get("access_key_id"),
+         rc.get("secret_access_key"), rc.get("session_token")),
+        None,  # the ~/.aws files come next: from here on a broken one matters
+    ] + [(d.get("_source", ""), d.get("aws_access_key_id"), d.get("aws_secret_access_key"),
+          d.get("aws_session_token")) for d in (aws_credentials, aws_config)]
+    for item in sources:
+        if item is None:
+            if aws_problem:
+                return None, aws_problem
+            continue
+        source, key, secret, token = item
+        if key and secret:
+            for what, value in (("access key", key), ("secret key", secret),
+                                ("session token", token or "x")):
+                if not _printable(value.strip(), space=False):  # never echo it: a secret
+                    return None, (f"the {what} from {source} contains spaces or characters "
+                                  "other than printable ASCII")
+            return OVHCredentials(key.strip(), secret.strip(), (token or "").strip() or None,
+                                  source), None
+        if key or secret:
+            return None, (f"incomplete credentials in {source}: both an access key and a "
+                          "secret key are needed")
+    places = ["arguments", "OVH_ACCESS_KEY_ID/OVH_SECRET_ACCESS_KEY",
+              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", *looked]
+    return None, "no credentials found; looked in: " + "; ".join(places)
+
+
+def _printable(value: str, space: bool = True) -> bool:
+    """Only printable ASCII (a header value or a key: no line break can sneak in)."""
+    return bool(re.match(r"^[\x20-\x7e]+$" if space else r"^[\x21-\x7e]+$", value))
 
 
 class OVHConfig:
@@ -837,170 +1177,34 @@ class OVHConfig:
                  endpoint: Optional[str] = None, remote: Optional[str] = None,
                  path_style: bool = False, access_key: Optional[str] = None,
                  secret_key: Optional[str] = None, session_token: Optional[str] = None,
-                 environ: Optional[Dict[str, str]] = None, retries: int = 8,
-                 log: Optional[Callable[[str], None]] = None):
-        self.environ = dict(os.environ if environ is None else environ)
+                 environ: Optional[Mapping[str, str]] = None, retries: int = 8,
+                 log: Optional[Callable[[str], None]] = None,
+                 transport: Optional[Transport] = None):
+        env = dict(os.environ if environ is None else environ)
+        looked: List[str] = []
         self.warnings: List[str] = []
-        self.retries, self.log, self.path_style = retries, log, path_style
-        self._explicit = (access_key, secret_key, session_token)
-        self._looked: List[str] = ["arguments"]
-        self.rclone = self._load_rclone(config_file, remote)
-        self._aws_error: Optional[UsageError] = None
+        rclone = _load_rclone(env, config_file, remote, looked, self.warnings)
+        aws_problem = None
         try:
-            self.aws_credentials, self.aws_config = self._load_aws()
+            aws_credentials, aws_config = _load_aws(env, looked, self.warnings)
         except UsageError as exc:  # fatal only if the AWS files are needed for credentials
-            self.aws_credentials, self.aws_config, self._aws_error = {}, {}, exc
-        rc = self.rclone or {}
-        aws_endpoint = self.aws_config.get("endpoint_url")
-        # ~/.aws/config's region belongs to AWS unless that profile also names an endpoint: an
-        # AWS CLI user's eu-central-1 must not become the OVH region.
-        cfg_region = rc.get("region") or (self.aws_config.get("region") if aws_endpoint else None)
-        cfg_endpoint = rc.get("endpoint") or aws_endpoint
-        template, default = _RCLONE_PROVIDERS.get(rc.get("provider", "").lower(), (None, None))
-        # Only for a remote chosen by --remote or holding keys: a keyless (env_auth) AWS remote
-        # that merely comes first in rclone.conf must not send OVH keys to AWS.
-        if template and not rc.get("endpoint") and (remote or rc.get("access_key_id")):
-            cfg_endpoint = template.format(((region if not endpoint else None)
-                                            or rc.get("region") or default).lower())
-        if cfg_endpoint and "://" not in cfg_endpoint:
-            cfg_endpoint = "https://" + cfg_endpoint  # rclone allows a bare host
-        if (not endpoint and region and cfg_endpoint and region.lower() in OVH_REGIONS
-                and _host_region(cfg_endpoint)[0] == "ovh"):
-            cfg_endpoint = None  # --region SBG means SBG's endpoint, not the config's GRA one
-        url = endpoint or cfg_endpoint
-        self.transport = Transport()
+            aws_credentials, aws_config, aws_problem = {}, {}, str(exc)
+        given = dict(region=region, endpoint=endpoint, remote=remote, access_key=access_key,
+                     secret_key=secret_key, session_token=session_token)
+        self.resolved = resolve_config(given, env, rclone, aws_credentials, aws_config,
+                                       aws_problem, looked)
+        self.warnings += self.resolved.warnings
+        self.endpoint_url, self.region = self.resolved.endpoint, self.resolved.region
+        self.retries, self.log, self.path_style = retries, log, path_style
+        self.transport = transport or Transport()
         self._clients: Dict[Endpoint, S3Client] = {}
-        self._credentials: Optional[OVHCredentials] = None
-        self.endpoint_url = url
-        explicit_region, region = region, region or cfg_region
-        if url:
-            host_region = _host_region(url)[1]
-            if host_region:  # the host names its region: signing with another one fails
-                if explicit_region and explicit_region.lower() != host_region:
-                    raise UsageError(f"region {explicit_region!r} does not match endpoint {url}, "
-                                     f"whose region is {host_region}")
-                region = host_region
-            region = region or "us-east-1"
-            if url.startswith("http://") and not _is_loopback(url.split("/")[2]):
-                self.warnings.append(f"endpoint {url} is plain HTTP: data and signed "
-                                     "requests travel unencrypted")
-        self.region = region or DEFAULT_REGION
         self.default_endpoint = self.endpoint_for(self.region)
-
-    # -- sources --
-
-    def _rclone_path(self, config_file: Optional[str]) -> Tuple[Optional[str], bool]:
-        if config_file:
-            return config_file, True
-        if self.environ.get("RCLONE_CONFIG"):
-            return self.environ["RCLONE_CONFIG"], True
-        home = self.environ.get("HOME") or os.path.expanduser("~")
-        xdg = self.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
-        for candidate in (os.path.join(xdg, "rclone", "rclone.conf"),
-                          os.path.join(home, ".rclone.conf")):
-            if os.path.isfile(candidate):
-                return candidate, False
-        return os.path.join(xdg, "rclone", "rclone.conf"), False
-
-    def _load_rclone(self, config_file: Optional[str],
-                     remote: Optional[str]) -> Optional[Dict[str, str]]:
-        path, explicit = self._rclone_path(config_file)
-        if not path or not os.path.exists(path):
-            if explicit:
-                raise UsageError(f"config file {path} does not exist")
-            if remote:
-                raise UsageError(f"--remote {remote}: no rclone config found (looked for {path})")
-            self._looked.append(f"rclone config ({path}: not found)")
-            return None
-        parser = _read_ini(path, "rclone config")
-        if remote:
-            if not parser.has_section(remote):
-                names = ", ".join(parser.sections()) or "none"
-                raise UsageError(f"remote {remote!r} not found in {path} (remotes: {names})")
-            if parser.get(remote, "type", fallback="") != "s3":
-                raise UsageError(f"remote {remote!r} in {path} is not of type s3")
-            name = remote
-        else:
-            name = next((s for s in parser.sections()
-                         if parser.get(s, "type", fallback="") == "s3"), None)
-            if name is None:
-                self._looked.append(f"rclone config ({path}: no type = s3 remote)")
-                return None
-        section = dict(parser.items(name))
-        self._looked.append(f"rclone config ({path}, remote [{name}])")
-        if section.get("secret_access_key") and _too_open(path):
-            self.warnings.append(f"{path} holds a secret key and is readable by group or "
-                                 f"others; run: chmod 600 {path}")
-        section["_source"] = f"rclone config {path} [{name}]"
-        return section
-
-    def _load_aws(self) -> Tuple[Dict[str, str], Dict[str, str]]:
-        home = self.environ.get("HOME") or os.path.expanduser("~")
-        profile = self.environ.get("AWS_PROFILE") or self.environ.get("AWS_DEFAULT_PROFILE")
-        found: List[Dict[str, str]] = []
-        for var, default, prefix in (("AWS_SHARED_CREDENTIALS_FILE", "credentials", ""),
-                                     ("AWS_CONFIG_FILE", "config", "profile ")):
-            path = self.environ.get(var) or os.path.join(home, ".aws", default)
-            self._looked.append(f"{path} (profile {profile or 'default'})")
-            if not os.path.exists(path):
-                found.append({})
-                continue
-            parser = _read_ini(path, "AWS file")
-            name = profile or "default"
-            section = next((s for s in (prefix + name, name) if parser.has_section(s)), None)
-            data = dict(parser.items(section)) if section else {}
-            data["_source"] = f"{path} [{section}]"
-            if data.get("aws_secret_access_key") and _too_open(path):
-                self.warnings.append(f"{path} holds a secret key and is readable by group or "
-                                     f"others; run: chmod 600 {path}")
-            found.append(data if section else {})
-        if profile and not any(found):
-            raise UsageError(f"AWS profile {profile!r} (from AWS_PROFILE) not found in ~/.aws")
-        return found[0], found[1]
-
-    # -- public API --
 
     def get_credentials(self) -> OVHCredentials:
         """Return the first complete key pair found, or raise UsageError naming every place."""
-        if self._credentials:
-            return self._credentials
-        env = self.environ
-        rc, ac, cf = self.rclone or {}, self.aws_credentials, self.aws_config
-        candidates = [
-            ("arguments", *self._explicit),
-            ("environment (OVH_ACCESS_KEY_ID/OVH_SECRET_ACCESS_KEY)",
-             env.get("OVH_ACCESS_KEY_ID"), env.get("OVH_SECRET_ACCESS_KEY"), None),
-            ("environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
-             env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY"),
-             env.get("AWS_SESSION_TOKEN")),
-            (rc.get("_source", ""), rc.get("access_key_id"), rc.get("secret_access_key"),
-             rc.get("session_token")),
-        ]
-        aws_files = [(d.get("_source", ""), d.get("aws_access_key_id"),
-                      d.get("aws_secret_access_key"), d.get("aws_session_token"))
-                     for d in (ac, cf)]
-        marker = (None, None, None, None)
-        for source, key, secret, token in candidates + [marker] + aws_files:
-            if source is None:  # the ~/.aws files come next: now a broken one matters
-                if self._aws_error:
-                    raise self._aws_error
-                continue
-            if key and secret:
-                for what, value in (("access key", key), ("secret key", secret),
-                                    ("session token", token or "x")):
-                    if not re.match(r"^[\x21-\x7e]+$", value.strip()):
-                        # never echo the value: it may be a secret
-                        raise UsageError(f"the {what} from {source} contains spaces or "
-                                         "characters other than printable ASCII")
-                self._credentials = OVHCredentials(key.strip(), secret.strip(),
-                                                   (token or "").strip() or None, source)
-                return self._credentials
-            if key or secret:
-                raise UsageError(f"incomplete credentials in {source}: both an access key and "
-                                 "a secret key are needed")
-        places = ["arguments", "OVH_ACCESS_KEY_ID/OVH_SECRET_ACCESS_KEY",
-                  "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"] + self._looked[1:]
-        raise UsageError("no credentials found; looked in: " + "; ".join(places))
+        if self.resolved.credentials is None:
+            raise UsageError(self.resolved.problem)
+        return self.resolved.credentials
 
     def validate_region(self, code: str) -> bool:
         """True for an OVH region code (any case); with an endpoint set, for any region name."""
@@ -1015,8 +1219,8 @@ class OVHConfig:
             raise UsageError(f"unknown OVH region {region!r}; valid regions: "
                              f"{', '.join(c.upper() for c in OVH_REGIONS)} "
                              "(or give --endpoint for another S3 service)")
-        url = self.endpoint_url or ovh_endpoint(region)
-        host_region = _host_region(url)[1]
+        url = self.endpoint_url or OVH_REGIONS[region.lower()].endpoint_url(region)
+        host_region = _url_provider(url)[1]
         if host_region and host_region != region.lower():  # same provider, another region
             url = url.replace(f"s3.{host_region}.", f"s3.{region.lower()}.", 1)
         return Endpoint.parse(url, region.lower(), self.path_style)
@@ -1035,28 +1239,7 @@ class OVHConfig:
         return self._clients[ep]
 
 
-def _host_region(url: str) -> Tuple[str, Optional[str]]:
-    """(provider, region named by the host) of an endpoint URL; raise UsageError if invalid."""
-    host = urllib.parse.urlsplit(Endpoint.parse(url, "us-east-1").url).hostname or ""
-    for rx, provider in _PROVIDER_HOSTS:
-        m = rx.match(host)
-        if m:
-            return provider, m.groupdict().get("r")
-    return "custom", None
-
-
-def _is_loopback(netloc: str) -> bool:
-    host = urllib.parse.urlsplit(f"//{netloc}").hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    import ipaddress
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# --- Operations ---------------------------------------------------------------------------------
+# --- Local files: types, scan, rules, hashing ---------------------------------------------------
 
 # The tool's own table: the system's mimetypes files and the Windows registry give wrong answers
 # for .js/.mjs/.wasm/.woff2 on some machines (aws-cli #3367, #1249).
@@ -1101,21 +1284,13 @@ def validate_origin(origin: str) -> str:
     return origin
 
 
-def _parse_rules(rules: Iterable[str], option: str) -> List[Tuple[str, str]]:
-    out = []
-    for rule in rules:
-        glob, sep, value = rule.partition("=")
-        if not sep or not glob or not value.strip():
-            raise UsageError(f"{option} {rule!r}: expected GLOB=VALUE, e.g. '*.html=max-age=60'")
-        if not re.match(r"^[\x20-\x7e]+$", value):  # a header value: no line breaks
-            raise UsageError(f"{option} {rule!r}: the value must be printable ASCII")
-        out.append((glob, value.strip()))
-    return out
-
-
-def _first_match(rules: Sequence[Tuple[str, str]], rel: str) -> Optional[str]:
-    import fnmatch
-    return next((value for glob, value in rules if fnmatch.fnmatchcase(rel, glob)), None)
+def _check_document(name: str, what: str) -> None:
+    # The index document is a suffix appended to each folder's path, so S3 refuses one with a
+    # slash (PutBucketWebsite, IndexDocument/Suffix); the error document is a key.
+    slash = "/" in name if what == "index document" else name.startswith("/")
+    if not name or slash or len(name.encode("utf-8")) > MAX_KEY_BYTES:
+        raise UsageError(f"invalid {what} {name!r}: give a file name such as "
+                         f"{'index.html' if what == 'index document' else 'error.html'}")
 
 
 MAX_KEY_BYTES = 1024  # S3 object key limit, in UTF-8 bytes
@@ -1135,18 +1310,20 @@ def _part_size(size: int, max_parts: int) -> int:
     return max(MIN_PART_SIZE, -(-needed // mib) * mib)
 
 
-class _File(_Model):
-    path: str
-    rel: str  # path relative to the source, with '/'
-    key: str
-    size: int
-    content_type: str = ""
-    cache_control: Optional[str] = None
-    gzip: bool = False
-    md5: bytes = b""
-    body_path: str = ""  # what is uploaded: the file itself or its gzip copy
-    reason: str = ""
-    part_sha256: Dict[int, str] = {}  # part offset -> payload hash
+class _File:
+    """A local file to publish: where it is, its key, the headers its rules give, its hash."""
+
+    __slots__ = ("path", "rel", "key", "size", "content_type", "cache_control", "gzip", "md5",
+                 "body_path", "reason", "part_sha256")
+
+    def __init__(self, path: str, rel: str, key: str, size: int, content_type: str = "",
+                 cache_control: Optional[str] = None, gzip: bool = False):
+        self.path, self.rel, self.key, self.size = path, rel, key, size
+        self.content_type, self.cache_control, self.gzip = content_type, cache_control, gzip
+        self.md5 = b""
+        self.body_path = path  # what is uploaded: the file itself or its gzip copy
+        self.reason = ""
+        self.part_sha256: Optional[Dict[int, str]] = None  # part offset -> payload hash
 
     @property
     def md5_b64(self) -> str:
@@ -1162,8 +1339,8 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def scan_source(root: str, prefix: str = "") -> Tuple[List[_File], List[str], List[str]]:
-    """Walk ``root``: return (files, notes on what was left out, per-file errors).
+def scan_source(root: str, prefix: str = "") -> Tuple[List[_File], List[str], List[Failure]]:
+    """Walk ``root``: return (files, notes on what was left out, per-file failures).
 
     Dotfiles and dot-folders are never published (a .env or .git must not leak), except
     .well-known; symlinks leading outside ``root`` are not followed; loops are cut.
@@ -1171,61 +1348,64 @@ def scan_source(root: str, prefix: str = "") -> Tuple[List[_File], List[str], Li
     real_root = os.path.realpath(root)
     files: List[_File] = []
     notes: List[str] = []
-    errors: List[str] = []
+    errors: List[Failure] = []
 
     def walk(path: str, rel: str, ancestors: frozenset) -> None:
         try:
             st = os.stat(path)
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError as exc:
-            errors.append(f"{rel or '.'}: cannot read folder: {exc.strerror}")
+            errors.append(Failure(rel or ".", "read", message=f"cannot read folder: {exc.strerror}"))
             return
         ancestors = ancestors | {(st.st_dev, st.st_ino)}
         for entry in entries:
-            name = entry.name
-            sub = f"{rel}/{name}" if rel else name
-            if _hidden(name):
-                notes.append(f"{sub}: dotfile, not published")
-                continue
+            sub = f"{rel}/{entry.name}" if rel else entry.name
             try:
-                if entry.is_symlink():
-                    target = os.path.realpath(entry.path)
-                    if not _inside(target, real_root):
-                        notes.append(f"{sub}: symlink to outside the source, not followed")
-                        continue
-                    if _hidden(os.path.relpath(target, real_root)):  # e.g. env.txt -> .env
-                        notes.append(f"{sub}: symlink to a dotfile, not published")
-                        continue
-                is_dir, is_file = entry.is_dir(), entry.is_file()
-                if is_dir:
-                    ident = os.stat(entry.path)
-                    if (ident.st_dev, ident.st_ino) in ancestors:
-                        notes.append(f"{sub}: symlink loop, not followed")
-                        continue
+                note = _skip_reason(entry, real_root, ancestors)
+                if note == "folder":
                     walk(entry.path, sub, ancestors)
-                    continue
-                size = entry.stat().st_size if is_file else 0
+                elif note:
+                    notes.append(f"{sub}: {note}")
+                else:
+                    _add_file(files, errors, entry, sub, prefix)
             except OSError as exc:
-                errors.append(f"{sub}: {exc.strerror or exc}")
-                continue
-            if not is_file:
-                notes.append(f"{sub}: not a regular file, skipped")
-                continue
-            try:
-                key = prefix + sub
-                key_bytes = len(key.encode("utf-8"))
-            except UnicodeEncodeError:
-                errors.append(f"{sub.encode('utf-8', 'replace').decode()}: file name is not "
-                              "valid UTF-8; rename it")
-                continue
-            if key_bytes > MAX_KEY_BYTES:
-                errors.append(f"{key[:60]}…: key is {key_bytes} bytes, over S3's "
-                              f"{MAX_KEY_BYTES}-byte limit")
-                continue
-            files.append(_File(entry.path, sub, key, size))
+                errors.append(Failure.of(sub, exc, "read"))
 
     walk(root, "", frozenset())
     return files, notes, errors
+
+
+def _skip_reason(entry: Any, real_root: str, ancestors: frozenset) -> str:
+    """Why a directory entry is not published ("folder": walk into it; "": publish it)."""
+    if _hidden(entry.name):
+        return "dotfile, not published"
+    if entry.is_symlink():
+        target = os.path.realpath(entry.path)
+        if not _inside(target, real_root):
+            return "symlink to outside the source, not followed"
+        if _hidden(os.path.relpath(target, real_root)):  # e.g. env.txt -> .env
+            return "symlink to a dotfile, not published"
+    if entry.is_dir():
+        ident = os.stat(entry.path)
+        return "symlink loop, not followed" if (ident.st_dev, ident.st_ino) in ancestors \
+            else "folder"
+    return "" if entry.is_file() else "not a regular file, skipped"
+
+
+def _add_file(files: List[_File], errors: List[Failure], entry: Any, sub: str,
+              prefix: str) -> None:
+    try:
+        key = prefix + sub
+        key_bytes = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        errors.append(Failure(sub.encode("utf-8", "replace").decode(), "read",
+                              message="file name is not valid UTF-8; rename it"))
+        return
+    if key_bytes > MAX_KEY_BYTES:
+        errors.append(Failure(key[:60] + "…", "read", message=f"key is {key_bytes} bytes, over "
+                              f"S3's {MAX_KEY_BYTES}-byte limit"))
+        return
+    files.append(_File(entry.path, sub, key, entry.stat().st_size))
 
 
 def normalize_prefix(prefix: Optional[str]) -> str:
@@ -1233,55 +1413,58 @@ def normalize_prefix(prefix: Optional[str]) -> str:
     return prefix + "/" if prefix and not prefix.endswith("/") else prefix
 
 
-class _Progress:
-    """One self-rewriting status line on a terminal (files, bytes, rate, ETA)."""
-
-    def __init__(self) -> None:
-        import threading
-        self.stop = threading.Event()  # set on interrupt: workers give up at the next step
-        self._lock = threading.Lock()
-        self.begin(None, 0, 0)
-
-    def begin(self, stream: Any, files: int, size: int) -> None:
-        self.stream, self.files, self.size = stream, files, size
-        self.done_files = self.done_bytes = 0
-        self.started = self._last = time.monotonic()
-
-    def add(self, files: int = 0, nbytes: int = 0) -> None:
-        with self._lock:
-            self.done_files += files
-            self.done_bytes += nbytes
-            now = time.monotonic()
-            if self.stream is None or (now - self._last < 0.1 and self.done_files < self.files):
-                return
-            self._last = now
-            rate = self.done_bytes / max(now - self.started, 1e-6)
-            eta = (self.size - self.done_bytes) / rate if rate > 0 else 0
-            self.stream.write(f"\r\x1b[2K{self.done_files}/{self.files} files  "
-                              f"{_human(self.done_bytes)}/{_human(self.size)}  "
-                              f"{_human(rate)}/s  ETA {eta:.0f}s")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.stream is not None:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
+def _parse_rules(rules: Iterable[str], option: str) -> List[Tuple[str, str]]:
+    out = []
+    for rule in rules:
+        glob, sep, value = rule.partition("=")
+        if not sep or not glob or not value.strip():
+            raise UsageError(f"{option} {rule!r}: expected GLOB=VALUE, e.g. '*.html=max-age=60'")
+        if not _printable(value):  # a header value: no line breaks
+            raise UsageError(f"{option} {rule!r}: the value must be printable ASCII")
+        out.append((glob, value.strip()))
+    return out
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
+def _first_match(rules: Sequence[Tuple[str, str]], rel: str) -> Optional[str]:
+    import fnmatch
+    return next((value for glob, value in rules if fnmatch.fnmatchcase(rel, glob)), None)
 
 
-class _Manager:
-    def __init__(self, config: Optional[OVHConfig] = None):
-        self.config = config or OVHConfig()
+def _hash_file(f: _File, tmpdir: Optional[str], parts: Any = None, psize: int = 0,
+               observer: Optional[Observer] = None) -> None:
+    """Set f.md5/f.size/f.body_path from the bytes that will be uploaded (gzipped if asked).
 
-    def _client(self, region: Optional[str] = None) -> S3Client:
-        return self.config.client(region)
+    With a ``parts`` pool and a part size, the parts' SHA-256 payload hashes (needed to sign
+    them over plain HTTP) are computed by the idle workers while this thread computes the MD5.
+    """
+    import hashlib
+    futures = {off: parts.submit(Payload(f.path, off, min(psize, f.size - off)).sha256)
+               for off in range(0, f.size, psize)} if parts and psize and not f.gzip else {}
+    md5 = hashlib.md5()
+    size = 0
+    if f.gzip:
+        import gzip  # only --gzip pays for it
+        import tempfile
+        fd, f.body_path = tempfile.mkstemp(dir=tmpdir)
+        # mtime=0 and no file name make the output depend on the content alone, so an
+        # unchanged file keeps its ETag from build to build.
+        with open(f.path, "rb") as src, os.fdopen(fd, "wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    gz.write(block)
+    with open(f.body_path, "rb") as src:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            if observer is not None:
+                observer.check()
+            md5.update(block)
+            size += len(block)
+    hashes = {off: fut.result() for off, fut in futures.items()}
+    if futures and size == f.size:  # a file that changed size meanwhile has other parts
+        f.part_sha256 = hashes
+    f.md5, f.size = md5.digest(), size
+
+
+# --- S3 helpers: list, delete, abort, ACLs, uploads ---------------------------------------------
 
 
 def _list_objects(client: S3Client, bucket: str, prefix: str = "",
@@ -1325,175 +1508,44 @@ def _list_uploads(client: S3Client, bucket: str, prefix: str = "") -> List[Tuple
         markers = next_markers
 
 
+def _list_versions(client: S3Client, bucket: str) -> List[Tuple[str, Optional[str]]]:
+    """Old versions and delete markers that versioned buckets keep (a page of 1,000)."""
+    try:
+        root = _xml(client.request("GET", bucket, query=[("versions", None)]).body)
+    except S3Error:  # a service without versioning
+        return []
+    found = (list(root.iterfind("{*}Version")) + list(root.iterfind("{*}DeleteMarker"))
+             if root is not None else [])
+    return [(_text(el, "Key"), _text(el, "VersionId")) for el in found
+            if _text(el, "VersionId") not in ("", "null")]
+
+
 def _delete_objects(client: S3Client, bucket: str,
-                    items: Sequence[Tuple[str, Optional[str]]]) -> List[Tuple[str, str]]:
-    """DeleteObjects in batches of 1,000 (key, version id); return (key, error) failures."""
+                    items: Sequence[Tuple[str, Optional[str]]]) -> List[Failure]:
+    """DeleteObjects in batches of 1,000 (key, version id); return the failures."""
     errors = []
     for i in range(0, len(items), 1000):
         objs = [("Object", [("Key", k)] + ([("VersionId", v)] if v else []))
                 for k, v in items[i:i + 1000]]
         body = _build_xml("Delete", [("Quiet", "true")] + objs)
         root = _xml(client.request("POST", bucket, query=[("delete", None)], body=body).body)
-        for el in root.iterfind("{*}Error") if root is not None else ():
-            errors.append((_text(el, "Key"),
-                           f"{_text(el, 'Code')} {_text(el, 'Message')}".rstrip()))
+        errors += [Failure(_text(el, "Key"), "DeleteObjects", _text(el, "Code"), 200,
+                           _text(el, "Message"))
+                   for el in (root.iterfind("{*}Error") if root is not None else ())]
     return errors
 
 
-class BucketManager(_Manager):
-    """Create, list, check and delete buckets."""
-
-    def create_bucket(self, bucket_name: str, region: Optional[str] = None,
-                      acl: str = "private") -> bool:
-        """Create the bucket with a canned ACL; False if you already own it."""
-        validate_bucket_name(bucket_name)
-        client = self._client(region)
-        r = client.endpoint.region
-        # us-east-1 is the one region that takes no LocationConstraint; OVH wants the lower-case
-        # region code (OVH's rclone and s3cmd guides).
-        body = b"" if r == "us-east-1" else _build_xml(
-            "CreateBucketConfiguration", [("LocationConstraint", r)])
-        try:
-            client.request("PUT", bucket_name, headers={"x-amz-acl": acl}, body=body)
-        except S3Error as exc:
-            if exc.code == "BucketAlreadyOwnedByYou":
-                return False
-            if exc.code == "BucketAlreadyExists":
-                exc.message += " (bucket names are global: another account owns this one)"
-            raise _with_message(exc) from None
-        return True
-
-    def bucket_exists(self, bucket_name: str, region: Optional[str] = None) -> bool:
-        """True if the bucket exists and is yours; raise S3Error if it is someone else's."""
-        client = self._client(region)
-        try:
-            client.request("HEAD", bucket_name)
-            return True
-        except S3Error as exc:
-            if exc.status == 404:
-                return False
-        try:  # a HEAD answer has no body: ask again with a GET, whose error names the cause
-            client.request("GET", bucket_name, query=[("list-type", "2"), ("max-keys", "0")])
-        except S3Error as exc:
-            if exc.code == "AccessDenied":
-                exc.message += f" (your key cannot use bucket {bucket_name}: another account's " \
-                               "bucket, or missing rights)"
-            raise _with_message(exc) from None
-        return True
-
-    def list_buckets(self, region: Optional[str] = None) -> List[BucketInfo]:
-        import datetime as dt
-        client = self._client(region)
-        root = _xml(client.request("GET").body)
-        out = []
-        for el in root.iterfind(".//{*}Bucket") if root is not None else ():
-            created = _text(el, "CreationDate")
-            try:
-                when = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
-            except ValueError:
-                when = None
-            out.append(BucketInfo(_text(el, "Name"), client.endpoint.region, when))
-        return out
-
-    def delete_bucket(self, bucket_name: str, force: bool = False,
-                      region: Optional[str] = None,
-                      on_progress: Optional[Callable[[int], None]] = None) -> bool:
-        """Delete the bucket; with force, first its objects, versions and unfinished uploads."""
-        validate_bucket_name(bucket_name)
-        client = self._client(region)
-        if force:
-            self.empty_bucket(bucket_name, region, on_progress)
-        try:
-            client.request("DELETE", bucket_name)
-        except S3Error as exc:
-            if exc.code == "NoSuchBucket" and exc.answer_lost:
-                return True  # an earlier attempt deleted it and its answer was lost
-            if exc.code == "BucketNotEmpty" and not force:
-                exc.message = f"bucket {bucket_name} is not empty; use --force to delete its " \
-                              "contents too"
-            raise _with_message(exc) from None
-        return True
-
-    def empty_bucket(self, bucket_name: str, region: Optional[str] = None,
-                     on_progress: Optional[Callable[[int], None]] = None) -> int:
-        """Delete every object, object version and unfinished multipart upload; return count."""
-        client = self._client(region)
-        count = 0
-        # Leftover multipart uploads (a killed deploy) keep a bucket from being deleted.
-        for key, upload_id in _list_uploads(client, bucket_name):
-            try:
-                client.request("DELETE", bucket_name, key, query=[("uploadId", upload_id)])
-            except S3Error as exc:
-                if exc.code != "NoSuchUpload":
-                    raise
-
-        def objects() -> List[Tuple[str, Optional[str]]]:
-            return [(o.key, None) for _, o in zip(range(1000), _list_objects(client, bucket_name))]
-
-        def versions() -> List[Tuple[str, Optional[str]]]:
-            """Old versions and delete markers that versioned buckets keep (a page of 1,000)."""
-            try:
-                root = _xml(client.request("GET", bucket_name, query=[("versions", None)]).body)
-            except S3Error:  # a service without versioning
-                return []
-            found = (list(root.iterfind("{*}Version")) + list(root.iterfind("{*}DeleteMarker"))
-                     if root is not None else [])
-            return [(_text(el, "Key"), _text(el, "VersionId")) for el in found
-                    if _text(el, "VersionId") not in ("", "null")]
-
-        for listing in (objects, versions):
-            previous = None
-            while True:  # list from the start each round: robust to concurrent writers
-                batch = listing()
-                if not batch:
-                    break
-                if batch == previous:  # deletes that do not take: do not loop forever
-                    raise EstafetteError(f"cannot empty bucket {bucket_name}: objects reappear")
-                previous = batch
-                errors = _delete_objects(client, bucket_name, batch)
-                if errors:
-                    raise EstafetteError(f"cannot empty bucket {bucket_name}: cannot delete "
-                                         f"{errors[0][0]}: {errors[0][1]}")
-                count += len(batch)
-                if on_progress:
-                    on_progress(count)
-        return count
+def _abort_upload(client: S3Client, bucket: str, key: str, upload_id: str) -> None:
+    """AbortMultipartUpload: an unfinished upload is billed storage.  Gone already is fine."""
+    try:
+        client.request("DELETE", bucket, key, query=[("uploadId", upload_id)])
+    except S3Error as exc:
+        if exc.code != "NoSuchUpload":
+            raise
 
 
-def _hash_file(f: _File, tmpdir: Optional[str], parts: Any = None, psize: int = 0,
-               stop: Optional[threading.Event] = None) -> None:
-    """Set f.md5/f.size/f.body_path from the bytes that will be uploaded (gzipped if asked).
-
-    With a ``parts`` pool and a part size, the parts' SHA-256 payload hashes (needed to sign
-    them over plain HTTP) are computed by the idle workers while this thread computes the MD5.
-    """
-    import hashlib
-    futures = {off: parts.submit(Payload(f.path, off, min(psize, f.size - off)).sha256)
-               for off in range(0, f.size, psize)} if parts and psize and not f.gzip else {}
-    md5 = hashlib.md5()
-    size = 0
-    if f.gzip:
-        import gzip  # only --gzip pays for it
-        import tempfile
-        fd, f.body_path = tempfile.mkstemp(dir=tmpdir)
-        # mtime=0 and no file name make the output depend on the content alone, so an
-        # unchanged file keeps its ETag from build to build.
-        with open(f.path, "rb") as src, os.fdopen(fd, "wb") as raw:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    gz.write(block)
-    else:
-        f.body_path = f.path
-    with open(f.body_path, "rb") as src:
-        for block in iter(lambda: src.read(1 << 20), b""):
-            if stop is not None and stop.is_set():
-                raise EstafetteError("interrupted")
-            md5.update(block)
-            size += len(block)
-    hashes = {off: fut.result() for off, fut in futures.items()}
-    if futures and size == f.size:  # a file that changed size meanwhile has other parts
-        f.part_sha256 = hashes
-    f.md5, f.size = md5.digest(), size
+def _put_acl(client: S3Client, bucket: str, key: str, acl: str) -> None:
+    client.request("PUT", bucket, key, query=[("acl", None)], headers={"x-amz-acl": acl})
 
 
 def _is_public(client: S3Client, bucket: str, key: str) -> bool:
@@ -1516,31 +1568,6 @@ def _remote_md5(client: S3Client, bucket: str, key: str) -> Optional[bytes]:
         return None
 
 
-def _put_file(client: S3Client, bucket: str, f: _File, acl: str, parts: Any,
-              progress: _Progress) -> None:
-    """Upload one prepared file: a single PUT, or a parallel multipart upload when large."""
-    if progress.stop.is_set():
-        raise EstafetteError("interrupted")
-    headers = {"Content-Type": f.content_type, "x-amz-acl": acl,
-               "x-amz-meta-md5chksum": f.md5_b64}  # lets multipart objects be compared later
-    if f.cache_control:
-        headers["Cache-Control"] = f.cache_control
-    if f.gzip:
-        headers["Content-Encoding"] = "gzip"
-    if f.size >= MULTIPART_THRESHOLD:
-        _multipart(client, bucket, f, headers, parts, progress)
-    else:
-        headers["Content-MD5"] = f.md5_b64  # the server rejects a body changed since hashing
-        if f.size <= _SMALL:
-            with open(f.body_path, "rb") as src:
-                body: Any = src.read()
-        else:
-            body = Payload(f.body_path, 0, f.size)
-        client.request("PUT", bucket, f.key, headers=headers, body=body)
-        progress.add(0, f.size)
-    progress.add(1)
-
-
 def _landed(client: S3Client, bucket: str, f: _File) -> bool:
     """True if the object is there and carries f's MD5."""
     try:
@@ -1549,14 +1576,33 @@ def _landed(client: S3Client, bucket: str, f: _File) -> bool:
         return False
 
 
-def _part_size_for(client: S3Client, size: int) -> int:
-    # Scaleway caps uploads at 1,000 parts, OVH and AWS at 10,000 (rclone provider files).
-    return _part_size(size, 1000 if client.endpoint.provider == "scaleway" else 10000)
+def _put_file(client: S3Client, bucket: str, f: _File, acl: str, parts: Any,
+              observer: Observer) -> None:
+    """Upload one prepared file: a single PUT, or a parallel multipart upload when large."""
+    observer.check()
+    headers = {"Content-Type": f.content_type, "x-amz-acl": acl,
+               "x-amz-meta-md5chksum": f.md5_b64}  # lets multipart objects be compared later
+    if f.cache_control:
+        headers["Cache-Control"] = f.cache_control
+    if f.gzip:
+        headers["Content-Encoding"] = "gzip"
+    if f.size >= MULTIPART_THRESHOLD:
+        _multipart(client, bucket, f, headers, parts, observer)
+    else:
+        headers["Content-MD5"] = f.md5_b64  # the server rejects a body changed since hashing
+        if f.size <= _SMALL:
+            with open(f.body_path, "rb") as src:
+                body: Any = src.read()
+        else:
+            body = Payload(f.body_path, 0, f.size)
+        client.request("PUT", bucket, f.key, headers=headers, body=body)
+        observer.advance(0, f.size)
+    observer.advance(1)
 
 
 def _multipart(client: S3Client, bucket: str, f: _File, headers: Dict[str, str], parts: Any,
-               progress: _Progress) -> None:
-    psize = _part_size_for(client, f.size)
+               observer: Observer) -> None:
+    psize = _part_size(f.size, client.endpoint.spec.max_parts)
     root = _xml(client.request("POST", bucket, f.key, query=[("uploads", None)],
                                headers=headers).body)
     upload_id = _text(root, "UploadId")
@@ -1564,13 +1610,12 @@ def _multipart(client: S3Client, bucket: str, f: _File, headers: Dict[str, str],
         raise EstafetteError(f"{f.key}: CreateMultipartUpload returned no UploadId")
 
     def put_part(number: int, offset: int) -> str:
-        if progress.stop.is_set():
-            raise EstafetteError("interrupted")
+        observer.check()
         length = min(psize, f.size - offset)
         resp = client.request("PUT", bucket, f.key, body=Payload(f.body_path, offset, length),
                               query=[("partNumber", str(number)), ("uploadId", upload_id)],
-                              payload_hash=f.part_sha256.get(offset))
-        progress.add(0, length)
+                              payload_hash=(f.part_sha256 or {}).get(offset))
+        observer.advance(0, length)
         return resp.headers.get("etag", "")
 
     futures = [parts.submit(put_part, i + 1, off) for i, off in enumerate(range(0, f.size, psize))]
@@ -1578,21 +1623,13 @@ def _multipart(client: S3Client, bucket: str, f: _File, headers: Dict[str, str],
         etags = [fut.result() for fut in futures]
         body = _build_xml("CompleteMultipartUpload", [
             ("Part", [("PartNumber", i + 1), ("ETag", etag)]) for i, etag in enumerate(etags)])
-        for attempt in range(1, client.retries + 1):
-            try:
-                resp = client.request("POST", bucket, f.key, query=[("uploadId", upload_id)],
-                                      body=body)
-                done = _xml(resp.body)
-                if done is not None and done.tag.rsplit("}", 1)[-1] == "Error":
-                    raise _error_from(resp, "POST", f.key)  # S3 may fail a Complete in a 200
-                break
-            except S3Error as exc:
-                # A retried Complete whose first answer was lost finds the upload gone: the
-                # object is there if it carries our MD5.
-                if exc.code == "NoSuchUpload" and _landed(client, bucket, f):
-                    break
-                if exc.code not in _RETRY_CODES or attempt == client.retries:
-                    raise
+        try:
+            client.request("POST", bucket, f.key, query=[("uploadId", upload_id)], body=body)
+        except S3Error as exc:
+            # A retried Complete whose first answer was lost finds the upload gone: the object
+            # is there if it carries our MD5.
+            if not (exc.code == "NoSuchUpload" and _landed(client, bucket, f)):
+                raise
     except BaseException:
         for fut in futures:
             fut.cancel()
@@ -1602,107 +1639,137 @@ def _multipart(client: S3Client, bucket: str, f: _File, headers: Dict[str, str],
                     fut.exception()
                 except BaseException:  # noqa: B902 - waiting only
                     pass
-        try:  # an unfinished upload is billed storage: abort it
-            client.request("DELETE", bucket, f.key, query=[("uploadId", upload_id)])
+        try:
+            _abort_upload(client, bucket, f.key, upload_id)
         except EstafetteError:
             pass
         raise
 
 
+# --- Sync engine --------------------------------------------------------------------------------
+
+
+class Observer:
+    """What a run tells its caller: uploads begin/advance (from workers)/end, a phase starts,
+    a line to show (say).  This base shows nothing; setting ``stop`` makes workers raise
+    Cancelled at their next file, block or part."""
+
+    def __init__(self) -> None:
+        import threading
+        self.stop = threading.Event()
+
+    def begin(self, files: int, nbytes: int) -> None: ...
+
+    def advance(self, files: int = 0, nbytes: int = 0) -> None: ...
+
+    def end(self) -> None: ...
+
+    def phase(self, name: str) -> None: ...
+
+    def say(self, line: str) -> None: ...
+
+    def check(self) -> None:
+        if self.stop.is_set():
+            raise Cancelled()
+
+
 class _Sync:
     """One sync: validated and scanned at construction (no request), then run()."""
 
-    def __init__(self, source: str, prefix: str = "", acl: str = "private",
-                 delete: bool = False, max_delete: int = 1000, force: bool = False,
-                 jobs: int = DEFAULT_JOBS, cache_control: Iterable[str] = (),
-                 content_types: Iterable[str] = (), gzip: Iterable[str] = (),
-                 index_document: str = "index.html", dry_run: bool = False):
+    def __init__(self, source: str, options: SyncOptions):
         if not source or not os.path.exists(source):
             raise UsageError(f"source folder {source!r} does not exist")
         if not os.path.isdir(source):
             raise UsageError(f"source {source!r} is not a folder")
-        if acl not in ("private", "public-read"):
-            raise UsageError(f"unsupported ACL {acl!r}: use private or public-read")
-        if not isinstance(jobs, int) or jobs < 1:
-            raise UsageError(f"--jobs must be at least 1, got {jobs!r}")
-        if not isinstance(max_delete, int) or max_delete < 0:
-            raise UsageError(f"--max-delete must be 0 or more, got {max_delete!r}")
-        self.prefix = normalize_prefix(prefix)
-        self.acl, self.delete, self.max_delete, self.force = acl, delete, max_delete, force
-        self.jobs, self.dry_run = jobs, dry_run
-        self.index_key = self.prefix + index_document
-        cache_rules = _parse_rules(cache_control, "--cache-control")
-        type_rules = _parse_rules(content_types, "--content-type")
-        gzip_globs = list(gzip)
+        self.acl = options.acl or ("public-read" if options.static_website else "private")
+        if self.acl not in ("private", "public-read"):
+            raise UsageError(f"unsupported ACL {self.acl!r}: use private or public-read")
+        for name, low in (("jobs", 1), ("max_delete", 0)):
+            value = getattr(options, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least {low}, "
+                                 f"got {value!r}")
+        self.options = options
+        self.prefix = normalize_prefix(options.prefix)
+        self.index_key = self.prefix + options.index_document
+        types = _parse_rules(options.content_types, "--content-type")
+        cache = _parse_rules(options.cache_control, "--cache-control")
+        gzip = [(glob, "gzip") for glob in options.gzip]
         self.files, notes, self.errors = scan_source(source, self.prefix)
         # Dotfiles are skipped silently (that is the rule); skipped symlinks are reported.
         self.warnings = [n for n in notes if "symlink" in n]
-        if delete and not self.files:
+        if options.delete and not self.files:
             raise UsageError(f"source {source!r} holds no file to publish; refusing --delete, "
                              "which would remove everything under the prefix")
         for f in self.files:
-            f.content_type = _first_match(type_rules, f.rel) or content_type_for(f.rel)
-            f.cache_control = _first_match(cache_rules, f.rel)
-            f.gzip = _first_match([(g, "gzip") for g in gzip_globs], f.rel) is not None
+            f.content_type = _first_match(types, f.rel) or content_type_for(f.rel)
+            f.cache_control = _first_match(cache, f.rel)
+            f.gzip = _first_match(gzip, f.rel) is not None
 
-    def run(self, client: S3Client, bucket: str, console: Any = None) -> SyncResult:
-        """Hash and list, plan, upload phase by phase, then clean up and delete stale keys."""
+    def run(self, client: S3Client, bucket: str, observer: Optional[Observer] = None,
+            res: Optional[SyncResult] = None) -> SyncResult:
+        """Hash and list, plan, upload phase by phase, then clean up and delete stale keys.
+
+        Results go into ``res`` (a new SyncResult by default), which is returned.
+        """
         import tempfile
         from concurrent.futures import ThreadPoolExecutor
-        res = SyncResult(errors=list(self.errors), keys=[f.key for f in self.files],
-                         warnings=list(self.warnings))
+        observer = observer or Observer()
+        res = res if res is not None else SyncResult()
+        res.errors += self.errors
+        res.keys += [f.key for f in self.files]
+        res.warnings += self.warnings
         tmpdir = tempfile.mkdtemp(prefix="estafette-") if any(f.gzip for f in self.files) \
             else None
-        pool, parts = ThreadPoolExecutor(self.jobs), ThreadPoolExecutor(min(self.jobs, PART_JOBS))
-        progress = _Progress()
+        jobs = self.options.jobs
+        pool, parts = ThreadPoolExecutor(jobs), ThreadPoolExecutor(min(jobs, PART_JOBS))
         try:
-            todo, stale = self._prepare(client, bucket, pool, parts, tmpdir, progress.stop, res)
-            if self.dry_run:
-                if len(stale) > self.max_delete:  # say now what the real run would refuse
-                    res.errors.append(_too_many(len(stale), self.max_delete))
+            todo, stale = self._prepare(client, bucket, pool, parts, tmpdir, observer, res)
+            if self.options.dry_run:
+                if len(stale) > self.options.max_delete:  # say now what the real run refuses
+                    res.errors.append(self._too_many(len(stale)))
                 return res
-            self._upload(client, bucket, todo, pool, parts, progress, console, res)
+            self._upload(client, bucket, todo, pool, parts, observer, res)
             self._abort_leftover_uploads(client, bucket, res)
             self._delete_stale(client, bucket, stale, res)
             return res
         except BaseException:
-            progress.stop.set()  # workers give up at their next file, block or part
+            observer.stop.set()  # workers give up at their next file, block or part
             raise
         finally:
             pool.shutdown()
             parts.shutdown()
-            client.transport.close()  # the pools' threads are gone: so are their connections
             if tmpdir:
                 import shutil
                 shutil.rmtree(tmpdir, ignore_errors=True)
 
     def _prepare(self, client: S3Client, bucket: str, pool: Any, parts: Any,
-                 tmpdir: Optional[str], stop: threading.Event,
+                 tmpdir: Optional[str], observer: Observer,
                  res: SyncResult) -> Tuple[List[_File], List[str]]:
         """Plan the sync: (files to upload, stale keys to delete), actions recorded in res."""
-        hashing = self._hash_all(client, pool, parts, tmpdir, stop)
+        observer.phase("hashing and listing")
+        hashing = self._hash_all(client, pool, parts, tmpdir, observer)
         try:  # listed by this thread while the workers hash
             remote = {o.key: o for o in _list_objects(client, bucket, self.prefix)}
         except S3Error as exc:
-            if not (self.dry_run and exc.code == "NoSuchBucket"):
+            if not (self.options.dry_run and exc.code == "NoSuchBucket"):
                 raise
             remote = {}
         todo = self._plan(client, bucket, remote, hashing, pool, res)
         self._fix_acl_drift(client, bucket, pool, res)
-        stale = sorted(set(remote) - set(res.keys)) if self.delete else []
+        stale = sorted(set(remote) - set(res.keys)) if self.options.delete else []
         res.actions += [{"action": "delete", "key": k, "reason": "stale",
                          "size": remote[k].size} for k in stale]
         return todo, stale
 
     def _upload(self, client: S3Client, bucket: str, todo: List[_File], pool: Any, parts: Any,
-                progress: _Progress, console: Any, res: SyncResult) -> None:
+                observer: Observer, res: SyncResult) -> None:
         """Upload phase by phase; a phase starts once every file of the one before is done."""
-        progress.begin(console if _isatty(console) else None, len(todo),
-                       sum(f.size for f in todo))
+        observer.begin(len(todo), sum(f.size for f in todo))
         try:
             for phase in self._phases(todo):
                 futures = [(f, pool.submit(_put_file, client, bucket, f, self.acl, parts,
-                                           progress)) for f in phase]
+                                           observer)) for f in phase]
                 try:
                     for f, fut in futures:
                         try:
@@ -1710,27 +1777,28 @@ class _Sync:
                             res.files_uploaded.append(f.key)
                             res.bytes_uploaded += f.size
                         except (EstafetteError, OSError) as exc:  # one file: the others go on
-                            res.errors.append(f"{f.key}: {_reason(exc)}")
+                            res.errors.append(Failure.of(f.key, exc, "PutObject"))
                 except BaseException:
                     for _, fut in futures:
                         fut.cancel()
                     raise
         finally:
-            progress.close()
+            observer.end()
 
     def _hash_all(self, client: S3Client, pool: Any, parts: Any, tmpdir: Optional[str],
-                  stop: threading.Event) -> List[Any]:
+                  observer: Observer) -> List[Any]:
         """Start hashing every file in the workers; futures of per-file errors (or None)."""
         # Where part bodies are signed, their SHA-256s are computed during the MD5 pass.
-        signed_parts = not client.unsigned_payload and not self.dry_run
+        signed_parts = not client.unsigned_payload and not self.options.dry_run
+        max_parts = client.endpoint.spec.max_parts
 
         def hash_chunk(chunk: List[_File]) -> List[Optional[BaseException]]:
             out: List[Optional[BaseException]] = []
             for f in chunk:
                 big = signed_parts and f.size >= MULTIPART_THRESHOLD
                 try:
-                    _hash_file(f, tmpdir, parts if big else None,
-                               _part_size_for(client, f.size), stop)
+                    _hash_file(f, tmpdir, parts if big else None, _part_size(f.size, max_parts),
+                               observer)
                     out.append(None)
                 except (EstafetteError, OSError) as exc:
                     out.append(exc)
@@ -1738,7 +1806,7 @@ class _Sync:
 
         # Site files are small: hand them out in chunks, as one future per file costs more
         # than hashing it.
-        step = max(1, len(self.files) // (self.jobs * 4))
+        step = max(1, len(self.files) // (self.options.jobs * 4))
         return [pool.submit(hash_chunk, self.files[i:i + step])
                 for i in range(0, len(self.files), step)]
 
@@ -1751,10 +1819,10 @@ class _Sync:
             have = remote.get(f.key)
             if error is not None:
                 f.reason = "error"
-                res.errors.append(f"{f.key}: {_reason(error)}")
+                res.errors.append(Failure.of(f.key, error, "read"))
             elif have is None:
                 f.reason = "new"
-            elif self.force:
+            elif self.options.force:
                 f.reason = "forced"
             elif have.size != f.size:
                 f.reason = "changed"
@@ -1770,7 +1838,7 @@ class _Sync:
                 except S3Error as exc:
                     f.reason = "new" if exc.status == 404 else "error"  # gone since listed
                     if exc.status != 404:
-                        res.errors.append(f"{f.key}: {exc}")
+                        res.errors.append(Failure.of(f.key, exc))
             if f.reason == "error":
                 continue
             res.actions.append({"action": "skip" if f.reason == "unchanged" else "upload",
@@ -1784,7 +1852,7 @@ class _Sync:
     def _fix_acl_drift(self, client: S3Client, bucket: str, pool: Any,
                        res: SyncResult) -> None:
         """Unchanged objects are not re-sent, so their ACL could be a previous run's: a sample
-        of three tells; on a mismatch, --acl is applied to every unchanged object."""
+        of three tells; on a mismatch, the ACL is applied to every unchanged object."""
         keys = res.files_skipped
         sample = sorted({keys[0], keys[len(keys) // 2], keys[-1]}) if keys else []
         try:
@@ -1796,13 +1864,12 @@ class _Sync:
         if not drift:
             return
         res.actions += [{"action": "set-acl", "key": k, "reason": self.acl} for k in keys]
-        if self.dry_run:
+        if self.options.dry_run:
             return
 
         def put_acl(key: str) -> Optional[str]:
             try:
-                client.request("PUT", bucket, key, query=[("acl", None)],
-                               headers={"x-amz-acl": self.acl})
+                _put_acl(client, bucket, key, self.acl)
                 return None
             except EstafetteError as exc:
                 return f"{key}: cannot set ACL {self.acl}: {exc}"
@@ -1834,42 +1901,149 @@ class _Sync:
             return
         for key, upload_id in leftovers:
             try:
-                client.request("DELETE", bucket, key, query=[("uploadId", upload_id)])
-            except S3Error as exc:
-                if exc.code != "NoSuchUpload":  # gone already: fine
-                    res.warnings.append(f"could not abort an unfinished upload of {key}: {exc}")
+                _abort_upload(client, bucket, key, upload_id)
+            except EstafetteError as exc:
+                res.warnings.append(f"could not abort an unfinished upload of {key}: {exc}")
 
     def _delete_stale(self, client: S3Client, bucket: str, stale: List[str],
                       res: SyncResult) -> None:
         if not stale:
             return
         if res.errors:
-            res.errors.append(f"{len(stale)} stale key(s) not deleted because of the errors "
-                              "above; re-run to finish")
-        elif len(stale) > self.max_delete:
-            res.errors.append(_too_many(len(stale), self.max_delete))
+            res.errors.append(Failure("", "DeleteObjects", message=f"{len(stale)} stale key(s) "
+                                      "not deleted because of the errors above; re-run to "
+                                      "finish"))
+        elif len(stale) > self.options.max_delete:
+            res.errors.append(self._too_many(len(stale)))
         else:
-            failed = dict(_delete_objects(client, bucket, [(k, None) for k in stale]))
-            res.errors += [f"cannot delete {k}: {why}" for k, why in failed.items()]
-            res.files_deleted = [k for k in stale if k not in failed]
+            failed = _delete_objects(client, bucket, [(k, None) for k in stale])
+            res.errors += failed
+            gone = {f.key for f in failed}
+            res.files_deleted = [k for k in stale if k not in gone]
+
+    def _too_many(self, count: int) -> Failure:
+        return Failure("", "DeleteObjects", message=f"{count} stale keys would be deleted, more "
+                       f"than --max-delete {self.options.max_delete}: nothing deleted "
+                       "(all or nothing)")
 
 
-def _too_many(count: int, limit: int) -> str:
-    return (f"{count} stale keys would be deleted, more than --max-delete {limit}: "
-            "nothing deleted (all or nothing)")
+# --- Public API: managers and the facade --------------------------------------------------------
 
 
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
+class _Manager:
+    def __init__(self, config: Optional[OVHConfig] = None):
+        self.config = config or OVHConfig()
+
+    def _client(self, region: Optional[str] = None, bucket: Optional[str] = None) -> S3Client:
+        """The client for ``region``; a bucket name is validated first (no request for a bad
+        one)."""
+        if bucket is not None:
+            validate_bucket_name(bucket)
+        return self.config.client(region)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
-    return str(exc)
+class BucketManager(_Manager):
+    """Create, list, check, empty and delete buckets."""
+
+    def create_bucket(self, bucket_name: str, region: Optional[str] = None,
+                      acl: str = "private") -> bool:
+        """Create the bucket with a canned ACL; False if you already own it."""
+        client = self._client(region, bucket_name)
+        r = client.endpoint.region
+        # The provider's first region takes no LocationConstraint (us-east-1); OVH wants the
+        # lower-case region code (OVH's rclone and s3cmd guides).
+        body = b"" if r == client.endpoint.spec.bare_region else _build_xml(
+            "CreateBucketConfiguration", [("LocationConstraint", r)])
+        try:
+            client.request("PUT", bucket_name, headers={"x-amz-acl": acl}, body=body)
+        except S3Error as exc:
+            if exc.code == "BucketAlreadyOwnedByYou":
+                return False
+            if exc.code == "BucketAlreadyExists":
+                exc.message += " (bucket names are global: another account owns this one)"
+            raise
+        return True
+
+    def bucket_exists(self, bucket_name: str, region: Optional[str] = None) -> bool:
+        """True if the bucket exists and is yours; raise S3Error if it is someone else's."""
+        client = self._client(region, bucket_name)
+        try:
+            client.request("HEAD", bucket_name)
+            return True
+        except S3Error as exc:
+            if exc.status == 404:
+                return False
+        try:  # a HEAD answer has no body: ask again with a GET, whose error names the cause
+            client.request("GET", bucket_name, query=[("list-type", "2"), ("max-keys", "0")])
+        except S3Error as exc:
+            if exc.code == "AccessDenied":
+                exc.message += f" (your key cannot use bucket {bucket_name}: another account's " \
+                               "bucket, or missing rights)"
+            raise
+        return True
+
+    def list_buckets(self, region: Optional[str] = None) -> List[BucketInfo]:
+        import datetime as dt
+        client = self._client(region)
+        root = _xml(client.request("GET").body)
+        out = []
+        for el in root.iterfind(".//{*}Bucket") if root is not None else ():
+            created = _text(el, "CreationDate")
+            try:
+                when = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+            except ValueError:
+                when = None
+            out.append(BucketInfo(_text(el, "Name"), client.endpoint.region, when))
+        return out
+
+    def delete_bucket(self, bucket_name: str, force: bool = False,
+                      region: Optional[str] = None,
+                      on_progress: Optional[Callable[[int], None]] = None) -> bool:
+        """Delete the bucket; with force, first its objects, versions and unfinished uploads."""
+        client = self._client(region, bucket_name)
+        if force:
+            self.empty_bucket(bucket_name, region, on_progress)
+        try:
+            client.request("DELETE", bucket_name)
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket" and exc.answer_lost:
+                return True  # an earlier attempt deleted it and its answer was lost
+            if exc.code == "BucketNotEmpty" and not force:
+                exc.message = f"bucket {bucket_name} is not empty; use --force to delete its " \
+                              "contents too"
+            raise
+        return True
+
+    def empty_bucket(self, bucket_name: str, region: Optional[str] = None,
+                     on_progress: Optional[Callable[[int], None]] = None) -> int:
+        """Delete every object, object version and unfinished multipart upload; return count."""
+        client = self._client(region, bucket_name)
+        # Leftover multipart uploads (a killed deploy) keep a bucket from being deleted.
+        for key, upload_id in _list_uploads(client, bucket_name):
+            _abort_upload(client, bucket_name, key, upload_id)
+
+        def objects() -> List[Tuple[str, Optional[str]]]:
+            return [(o.key, None) for _, o in zip(range(1000), _list_objects(client, bucket_name))]
+
+        count = 0
+        for listing in (objects, lambda: _list_versions(client, bucket_name)):
+            previous = None
+            while True:  # list from the start each round: robust to concurrent writers
+                batch = listing()
+                if not batch:
+                    break
+                if batch == previous:  # deletes that do not take: do not loop forever
+                    raise EstafetteError(f"cannot empty bucket {bucket_name}: objects reappear")
+                previous = batch
+                errors = _delete_objects(client, bucket_name, batch)
+                if errors:
+                    raise EstafetteError(f"cannot empty bucket {bucket_name}: cannot delete "
+                                         f"{errors[0].key}: {errors[0].code} "
+                                         f"{errors[0].message}".rstrip())
+                count += len(batch)
+                if on_progress:
+                    on_progress(count)
+        return count
 
 
 class FileManager(_Manager):
@@ -1881,16 +2055,15 @@ class FileManager(_Manager):
                    max_delete: int = 1000, force: bool = False, jobs: int = DEFAULT_JOBS,
                    cache_control: Iterable[str] = (), content_types: Iterable[str] = (),
                    gzip: Iterable[str] = (), index_document: str = "index.html",
-                   console: Any = None) -> SyncResult:
+                   console: Any = None, options: Optional[SyncOptions] = None) -> SyncResult:
         """Upload what changed in ``source_path`` (by MD5), in a safe order; see SyncResult.
 
-        ``static_website`` makes the objects public-read unless ``acl`` says otherwise.
+        Objects are public-read with ``static_website`` or ``acl="public-read"``, else private.
+        ``options`` (a SyncOptions) replaces the keyword arguments after ``region``.
         """
-        validate_bucket_name(bucket_name)
-        job = _Sync(source_path, destination_prefix, acl or (
-            "public-read" if static_website else "private"), delete, max_delete, force, jobs,
-            cache_control, content_types, gzip, index_document, dry_run)
-        return job.run(self._client(region), bucket_name, console)
+        options = options or SyncOptions.of(locals(), prefix=destination_prefix)
+        client = self._client(region, bucket_name)
+        return _Sync(source_path, options).run(client, bucket_name, _observer(console))
 
     def upload_file(self, local_path: str, bucket_name: str, remote_key: str,
                     region: Optional[str] = None, acl: str = "private",
@@ -1907,19 +2080,20 @@ class FileManager(_Manager):
                   content_type or content_type_for(local_path), cache_control)
         _hash_file(f, None)
         with ThreadPoolExecutor(PART_JOBS) as parts:
-            _put_file(self._client(region), bucket_name, f, acl, parts, _Progress())
+            _put_file(self._client(region), bucket_name, f, acl, parts, Observer())
         return True
 
     def list_remote_files(self, bucket_name: str, prefix: str = "", recursive: bool = True,
                           region: Optional[str] = None) -> List[RemoteObject]:
         """Objects under ``prefix``; non-recursive listings also give the sub-"folders"."""
-        return list(_list_objects(self._client(region), bucket_name, prefix,
+        return list(_list_objects(self._client(region, bucket_name), bucket_name, prefix,
                                   None if recursive else "/"))
 
     def get_file_metadata(self, bucket_name: str, remote_key: str,
                           region: Optional[str] = None) -> Dict[str, Any]:
         """HEAD an object: size, type, ETag, dates, encoding and user metadata."""
-        h = self._client(region).request("HEAD", bucket_name, remote_key).headers
+        client = self._client(region, bucket_name)
+        h = client.request("HEAD", bucket_name, remote_key).headers
         return {"key": remote_key, "size": int(h.get("content-length", "0")),
                 "etag": h.get("etag", "").strip('"'), "content_type": h.get("content-type"),
                 "last_modified": h.get("last-modified"), "cache_control": h.get("cache-control"),
@@ -1931,17 +2105,21 @@ class FileManager(_Manager):
 class URLGenerator(_Manager):
     """Direct (HTTPS), website and presigned URLs for buckets and keys."""
 
+    def _endpoint(self, bucket: str, region: Optional[str]) -> Endpoint:
+        validate_bucket_name(bucket)
+        return self.config.endpoint_for(region)
+
     def generate_base_url(self, bucket_name: str, region: Optional[str] = None) -> str:
-        return self.config.endpoint_for(region).object_url(bucket_name).rstrip("/") + "/"
+        return self._endpoint(bucket_name, region).object_url(bucket_name).rstrip("/") + "/"
 
     def generate_direct_url(self, bucket_name: str, file_path: str,
                             region: Optional[str] = None) -> str:
-        return self.config.endpoint_for(region).object_url(bucket_name, file_path.lstrip("/"))
+        return self._endpoint(bucket_name, region).object_url(bucket_name, file_path.lstrip("/"))
 
     def generate_website_url(self, bucket_name: str, file_path: str = "",
                              region: Optional[str] = None) -> Optional[str]:
         """The website endpoint URL (OVH: plain HTTP), or None if the provider has none known."""
-        base = self.config.endpoint_for(region).website_host(bucket_name)
+        base = self._endpoint(bucket_name, region).website_host(bucket_name)
         if base is None:
             return None
         return f"{base}/{_uri_encode(file_path.lstrip('/'), safe='-_.~/')}"
@@ -1955,8 +2133,8 @@ class URLGenerator(_Manager):
 
     def generate_presigned_url(self, bucket_name: str, file_path: str, expires: int = 3600,
                                region: Optional[str] = None, method: str = "GET") -> str:
-        return self.config.client(region).presign(method, bucket_name, file_path.lstrip("/"),
-                                                  expires)
+        return self._client(region, bucket_name).presign(method, bucket_name,
+                                                         file_path.lstrip("/"), expires)
 
 
 class CORSManager(_Manager):
@@ -1965,6 +2143,7 @@ class CORSManager(_Manager):
     def create_cors_policy(self, bucket_name: str, region: Optional[str] = None,
                            additional_origins: Optional[Iterable[str]] = None) -> CORSPolicy:
         """Allow GET/HEAD from the website origin, the bucket's own origin and any others."""
+        validate_bucket_name(bucket_name)
         ep = self.config.endpoint_for(region)
         origins = [o for o in (ep.website_host(bucket_name),
                                _origin(ep.object_url(bucket_name))) if o]
@@ -1985,14 +2164,15 @@ class CORSManager(_Manager):
                 + [("ExposeHeader", h) for h in policy.expose_headers]
                 + [("MaxAgeSeconds", policy.max_age_seconds)])
         body = _build_xml("CORSConfiguration", [("CORSRule", rule)])
-        self._client(region).request("PUT", bucket_name, query=[("cors", None)], body=body)
+        self._client(region, bucket_name).request("PUT", bucket_name, query=[("cors", None)],
+                                                  body=body)
         return True
 
     def get_cors_policy(self, bucket_name: str,
                         region: Optional[str] = None) -> Optional[CORSPolicy]:
         try:
-            root = _xml(self._client(region).request("GET", bucket_name,
-                                                     query=[("cors", None)]).body)
+            root = _xml(self._client(region, bucket_name).request(
+                "GET", bucket_name, query=[("cors", None)]).body)
         except S3Error as exc:
             if exc.code == "NoSuchCORSConfiguration":
                 return None
@@ -2011,10 +2191,11 @@ class CORSManager(_Manager):
                   origin: str = "", file_path: str = "index.html") -> bool:
         """Send a browser-like preflight (unsigned OPTIONS); True if ``origin`` is allowed."""
         import http.client
+        validate_bucket_name(bucket_name)
         validate_origin(origin)
         url = self.config.endpoint_for(region).object_url(bucket_name, file_path.lstrip("/"))
         headers = {"Origin": origin, "Access-Control-Request-Method": "GET",
-                   "Host": _host_header(urllib.parse.urlsplit(url))}
+                   "Host": _netloc(urllib.parse.urlsplit(url))}
         try:
             resp = self.config.transport.send("OPTIONS", url, headers)
         except (OSError, http.client.HTTPException) as exc:
@@ -2040,53 +2221,47 @@ class WebsiteManager(_Manager):
             _check_document(error_document, "error document")
             children.append(("ErrorDocument", [("Key", error_document)]))
         body = _build_xml("WebsiteConfiguration", children)
-        self._client(region).request("PUT", bucket_name, query=[("website", None)], body=body)
+        self._client(region, bucket_name).request("PUT", bucket_name, query=[("website", None)],
+                                                  body=body)
         return True
 
     def set_bucket_public_read(self, bucket_name: str, region: Optional[str] = None) -> bool:
-        self._client(region).request("PUT", bucket_name, query=[("acl", None)],
-                                     headers={"x-amz-acl": "public-read"})
+        _put_acl(self._client(region, bucket_name), bucket_name, "", "public-read")
         return True
 
     def set_objects_public_read(self, bucket_name: str, region: Optional[str] = None,
                                 prefix: str = "", jobs: int = DEFAULT_JOBS) -> int:
         """Give every object under ``prefix`` the public-read ACL; return how many."""
         from concurrent.futures import ThreadPoolExecutor
-        client = self._client(region)
+        client = self._client(region, bucket_name)
         keys = [o.key for o in _list_objects(client, bucket_name, prefix)]
-
-        def put_acl(key: str) -> None:
-            client.request("PUT", bucket_name, key, query=[("acl", None)],
-                           headers={"x-amz-acl": "public-read"})
         with ThreadPoolExecutor(jobs) as pool:
-            list(pool.map(put_acl, keys))
+            list(pool.map(lambda k: _put_acl(client, bucket_name, k, "public-read"), keys))
         return len(keys)
 
 
-def _check_document(name: str, what: str) -> None:
-    # The index document is a suffix appended to each folder's path, so S3 refuses one with a
-    # slash (PutBucketWebsite, IndexDocument/Suffix); the error document is a key.
-    slash = "/" in name if what == "index document" else name.startswith("/")
-    if not name or slash or len(name.encode("utf-8")) > MAX_KEY_BYTES:
-        raise UsageError(f"invalid {what} {name!r}: give a file name such as "
-                         f"{'index.html' if what == 'index document' else 'error.html'}")
+def _observer(console: Any) -> Observer:
+    """An Observer from what a caller passed: an Observer, a text stream (shown as a terminal
+    display), or None/False (nothing shown)."""
+    if isinstance(console, Observer):
+        return console
+    return _Display(console) if console else Observer()
 
 
 class OVHEstafette:
     """Everything at once: create the bucket, sync, publish as a website, CORS, URLs.
 
-    ``console`` is a text stream for progress (default: stderr when it is a terminal; False:
-    none).
-    ``region`` defaults to the configured one, else EU-WEST-PAR.
+    ``console`` receives progress and messages: an Observer, or a text stream (e.g. sys.stderr);
+    None shows nothing.  ``region`` defaults to the configured one, else EU-WEST-PAR.  The
+    connections are this object's: close() (or a with-block) ends them.
     """
 
     def __init__(self, config_file: Optional[str] = None, region: Optional[str] = None,
                  console: Any = None, endpoint: Optional[str] = None, **options: Any):
+        self.transport = options.pop("transport", None) or Transport()
         self.config = OVHConfig(config_file=config_file, region=region, endpoint=endpoint,
-                                **options)
-        if console is None:
-            console = sys.stderr if _isatty(sys.stderr) else None
-        self.console = console or None
+                                transport=self.transport, **options)
+        self.console = console
         self.bucket_manager = BucketManager(self.config)
         self.file_manager = FileManager(self.config)
         self.cors_manager = CORSManager(self.config)
@@ -2099,7 +2274,7 @@ class OVHEstafette:
 
     def close(self) -> None:
         """Close the open connections (a later call opens new ones)."""
-        self.config.transport.close()
+        self.transport.close()
 
     def __enter__(self) -> "OVHEstafette":
         return self
@@ -2107,90 +2282,154 @@ class OVHEstafette:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _say(self, line: str) -> None:
-        if self.console is not None:
-            self.console.write(line + "\n")
-            self.console.flush()
-
     def deploy(self, bucket_name: str, source_dir: str, static_website: bool = False,
                skip_cors: bool = False, dry_run: bool = False, prefix: str = "",
                index_document: str = "index.html", error_document: str = "error.html",
-               cors_origins: Iterable[str] = (), acl: str = "public-read",
+               cors_origins: Iterable[str] = (), acl: Optional[str] = "public-read",
                delete: bool = False, max_delete: int = 1000, force: bool = False,
                jobs: int = DEFAULT_JOBS, cache_control: Iterable[str] = (),
-               content_types: Iterable[str] = (), gzip: Iterable[str] = ()) -> DeploymentResult:
+               content_types: Iterable[str] = (), gzip: Iterable[str] = (),
+               options: Optional[SyncOptions] = None) -> DeploymentResult:
         """Validate, create the bucket if missing, sync, then (static_website) publish.
 
-        Bad input raises UsageError before any request; failed operations are listed in
+        ``options`` (a SyncOptions) replaces the keyword arguments after ``source_dir``.  Bad
+        input raises UsageError before any request; failed operations are listed in
         ``errors`` (``success`` False) when the deploy could go on past them.
         """
-        started = time.monotonic()
-        validate_bucket_name(bucket_name)
-        origins = [validate_origin(o) for o in cors_origins]
-        if static_website:
-            _check_document(index_document, "index document")
-            _check_document(error_document, "error document")
-            if acl == "private":
-                raise UsageError("a static website must be public: --static-website cannot be "
-                                 "combined with --acl private")
-        job = _Sync(source_dir, prefix, acl, delete, max_delete, force, jobs, cache_control,
-                    content_types, gzip, index_document, dry_run)
-        client = self.config.client()  # credentials are checked here, still before requests
-        region = client.endpoint.region
-        result = DeploymentResult(False, bucket_name, region, dry_run=dry_run)
-        result.warnings = list(self.config.warnings)
-
-        exists = self.bucket_manager.bucket_exists(bucket_name)
-        if not exists:
-            result.actions.append({"action": "create-bucket", "key": bucket_name,
-                                   "reason": "missing"})
-            if not dry_run:
-                self._say(f"creating bucket {bucket_name} in {region}")
-                self.bucket_manager.create_bucket(
-                    bucket_name, acl="public-read" if static_website else "private")
-        self._say(f"syncing {source_dir} to {bucket_name}/{job.prefix}")
-        sync = job.run(client, bucket_name, self.console)
-        result.actions += sync.actions
-        for name in ("files_uploaded", "files_skipped", "files_deleted", "bytes_uploaded"):
-            setattr(result, name, getattr(sync, name))
-        result.errors += sync.errors
-        result.warnings += sync.warnings
-
-        if static_website or origins:
-            steps: List[Tuple[str, Callable[[], Any]]] = []
-            if static_website:
-                steps += [
-                    ("set-website", lambda: self.website_manager.apply_website_configuration(
-                        bucket_name, index_document=index_document,
-                        error_document=error_document)),
-                    ("set-bucket-acl", lambda: self.website_manager.set_bucket_public_read(
-                        bucket_name))]
-            if not skip_cors:
-                policy = self.cors_manager.create_cors_policy(bucket_name,
-                                                              additional_origins=origins)
-                steps.append(("set-cors", lambda: self.cors_manager.apply_cors_policy(
-                    bucket_name, cors_policy=policy)))
-            for action, step in steps:
-                result.actions.append({"action": action, "key": bucket_name, "reason": "config"})
-                if dry_run:
-                    continue
-                try:
-                    step()
-                except EstafetteError as exc:
-                    result.errors.append(f"{action}: {exc}")
-
-        result.direct_urls = [client.endpoint.object_url(bucket_name, k) for k in sync.keys]
-        if static_website:
-            result.website_url = self.url_generator.generate_website_url(bucket_name, job.prefix)
-        result.success = not result.errors
-        result.duration_seconds = round(time.monotonic() - started, 3)
-        return result
+        options = options or SyncOptions.of(locals())
+        return _Deploy(self, bucket_name, source_dir, options).run(_observer(self.console))
 
     def list_buckets(self) -> List[BucketInfo]:
         return self.bucket_manager.list_buckets()
 
     def delete_bucket(self, bucket_name: str, force: bool = False) -> bool:
         return self.bucket_manager.delete_bucket(bucket_name, force=force)
+
+
+class _Deploy:
+    """One deploy: everything validated at construction (no request), then run()."""
+
+    def __init__(self, app: OVHEstafette, bucket: str, source: str, options: SyncOptions):
+        validate_bucket_name(bucket)
+        self.origins = [validate_origin(o) for o in options.cors_origins]
+        if options.static_website:
+            _check_document(options.index_document, "index document")
+            _check_document(options.error_document, "error document")
+            if options.acl == "private":
+                raise UsageError("a static website must be public: --static-website cannot be "
+                                 "combined with --acl private")
+        self.app, self.bucket, self.source, self.options = app, bucket, source, options
+        self.sync = _Sync(source, options)
+        self.client = app.config.client()  # credentials are checked here, still before requests
+
+    def run(self, observer: Observer) -> DeploymentResult:
+        started = time.monotonic()
+        app, bucket, options = self.app, self.bucket, self.options
+        region = self.client.endpoint.region
+        res = SyncResult(warnings=list(app.config.warnings))
+        if not app.bucket_manager.bucket_exists(bucket):
+            res.actions.append({"action": "create-bucket", "key": bucket, "reason": "missing"})
+            if not options.dry_run:
+                observer.say(f"creating bucket {bucket} in {region}")
+                app.bucket_manager.create_bucket(
+                    bucket, acl="public-read" if options.static_website else "private")
+        observer.say(f"syncing {self.source} to {bucket}/{self.sync.prefix}")
+        self.sync.run(self.client, bucket, observer, res)
+        for action, step in self._bucket_steps():
+            res.actions.append({"action": action, "key": bucket, "reason": "config"})
+            if not options.dry_run:
+                try:
+                    step()
+                except EstafetteError as exc:
+                    res.errors.append(Failure.of("", exc, action))
+        result = DeploymentResult(not res.errors, bucket, region, res, dry_run=options.dry_run)
+        result.direct_urls = [self.client.endpoint.object_url(bucket, k) for k in res.keys]
+        if options.static_website:
+            result.website_url = app.url_generator.generate_website_url(bucket,
+                                                                        self.sync.prefix)
+        result.duration_seconds = round(time.monotonic() - started, 3)
+        return result
+
+    def _bucket_steps(self) -> List[Tuple[str, Callable[[], Any]]]:
+        """The bucket-level steps after the sync: website, bucket ACL, CORS."""
+        app, bucket, options = self.app, self.bucket, self.options
+        steps: List[Tuple[str, Callable[[], Any]]] = []
+        if options.static_website:
+            steps += [
+                ("set-website", lambda: app.website_manager.apply_website_configuration(
+                    bucket, index_document=options.index_document,
+                    error_document=options.error_document)),
+                ("set-bucket-acl", lambda: app.website_manager.set_bucket_public_read(bucket))]
+        if (options.static_website or self.origins) and not options.skip_cors:
+            policy = app.cors_manager.create_cors_policy(bucket, additional_origins=self.origins)
+            steps.append(("set-cors", lambda: app.cors_manager.apply_cors_policy(
+                bucket, cors_policy=policy)))
+        return steps
+
+
+# --- Terminal output ----------------------------------------------------------------------------
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class _Display(Observer):
+    """Shows a run on a text stream: its lines, and on a terminal one self-rewriting status
+    line (files, bytes, rate, ETA)."""
+
+    def __init__(self, stream: Any) -> None:
+        import threading
+        super().__init__()
+        self.stream, self.live = stream, _isatty(stream)
+        self._lock = threading.Lock()
+        self.begin(0, 0)
+
+    def begin(self, files: int, nbytes: int) -> None:
+        self.files, self.size = files, nbytes
+        self.done_files = self.done_bytes = 0
+        self.started = self._last = time.monotonic()
+
+    def advance(self, files: int = 0, nbytes: int = 0) -> None:
+        with self._lock:
+            self.done_files += files
+            self.done_bytes += nbytes
+            now = time.monotonic()
+            if not self.live or (now - self._last < 0.1 and self.done_files < self.files):
+                return
+            self._last = now
+            rate = self.done_bytes / max(now - self.started, 1e-6)
+            eta = (self.size - self.done_bytes) / rate if rate > 0 else 0
+            self.stream.write(f"\r\x1b[2K{self.done_files}/{self.files} files  "
+                              f"{_human(self.done_bytes)}/{_human(self.size)}  "
+                              f"{_human(rate)}/s  ETA {eta:.0f}s")
+            self.stream.flush()
+
+    def end(self) -> None:
+        if self.live:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+    def say(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _failure_text(f: Failure) -> str:
+    """``KEY: OPERATION CODE (STATUS): message``, leaving out the parts a failure lacks."""
+    head = " ".join(p for p in (f.operation, f"{f.code} ({f.status})" if f.code else "") if p)
+    return ": ".join(p for p in (f.key, head, f.message) if p)
 
 
 # --- Command line -------------------------------------------------------------------------------
@@ -2222,30 +2461,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
 
-    p = sub.add_parser("deploy", parents=[common], help="upload a folder (only what changed)")
-    p.add_argument("--bucket", required=True, dest="bucket", metavar="NAME")
-    p.add_argument("--source", required=True, metavar="DIR")
-    p.add_argument("--prefix", default="", metavar="P", help="key prefix (folder) in the bucket")
-    p.add_argument("--static-website", action="store_true",
-                   help="configure website hosting, make it public, set CORS")
-    p.add_argument("--index-document", default="index.html", metavar="F")
-    p.add_argument("--error-document", default="error.html", metavar="F")
-    p.add_argument("--skip-cors", action="store_true")
-    p.add_argument("--cors-origin", action="append", default=[], metavar="URL")
-    p.add_argument("--acl", choices=("private", "public-read"), default="public-read")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    p.add_argument("--delete", action="store_true", help="remove remote keys with no local file")
-    p.add_argument("--max-delete", type=int, default=1000, metavar="N",
-                   help="refuse to delete more than N keys (default 1000; all or nothing)")
-    p.add_argument("--force", action="store_true", help="upload even unchanged files")
-    p.add_argument("--jobs", "-j", type=int, default=DEFAULT_JOBS, metavar="N",
-                   help=f"parallel uploads (default {DEFAULT_JOBS})")
-    p.add_argument("--cache-control", action="append", default=[], metavar="GLOB=VALUE")
-    p.add_argument("--content-type", action="append", default=[], metavar="GLOB=TYPE")
-    p.add_argument("--gzip", action="append", default=[], metavar="GLOB",
-                   help="store matching files gzip-compressed (Content-Encoding: gzip)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_deploy)
+    _add_deploy(sub, common)
 
     p = sub.add_parser("buckets", parents=[common], help="list or delete buckets")
     action = p.add_mutually_exclusive_group(required=True)
@@ -2281,21 +2497,54 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_deploy(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("deploy", parents=[common], help="upload a folder (only what changed)")
+    p.add_argument("--bucket", required=True, dest="bucket", metavar="NAME")
+    p.add_argument("--source", required=True, metavar="DIR")
+    p.add_argument("--prefix", default="", metavar="P", help="key prefix (folder) in the bucket")
+    p.add_argument("--static-website", action="store_true",
+                   help="configure website hosting, make it public, set CORS")
+    p.add_argument("--index-document", default="index.html", metavar="F")
+    p.add_argument("--error-document", default="error.html", metavar="F")
+    p.add_argument("--skip-cors", action="store_true")
+    p.add_argument("--cors-origin", dest="cors_origins", action="append", default=[],
+                   metavar="URL")
+    p.add_argument("--acl", choices=("private", "public-read"), default="public-read")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--delete", action="store_true", help="remove remote keys with no local file")
+    p.add_argument("--max-delete", type=int, default=1000, metavar="N",
+                   help="refuse to delete more than N keys (default 1000; all or nothing)")
+    p.add_argument("--force", action="store_true", help="upload even unchanged files")
+    p.add_argument("--jobs", "-j", type=int, default=DEFAULT_JOBS, metavar="N",
+                   help=f"parallel uploads (default {DEFAULT_JOBS})")
+    p.add_argument("--cache-control", action="append", default=[], metavar="GLOB=VALUE")
+    p.add_argument("--content-type", dest="content_types", action="append", default=[],
+                   metavar="GLOB=TYPE")
+    p.add_argument("--gzip", action="append", default=[], metavar="GLOB",
+                   help="store matching files gzip-compressed (Content-Encoding: gzip)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_deploy)
+
+
 def _app(args: argparse.Namespace, credentials: bool = True) -> OVHEstafette:
+    """The facade for a command: configuration read (warnings shown), credentials checked."""
     if args.retries < 1:
         raise UsageError(f"--retries must be at least 1, got {args.retries}")
-    log = (lambda line: print(f"estafette: debug: {line}", file=sys.stderr)) \
-        if args.debug else None
-    console = False if args.quiet else None  # None: stderr if it is a terminal
+    log = (lambda line: sys.stderr.write(f"estafette: debug: {line}\n")) if args.debug else None
+    console = _Display(sys.stderr) if _isatty(sys.stderr) and not args.quiet else None
     app = OVHEstafette(args.config, args.region, console, args.endpoint, remote=args.remote,
                        path_style=args.path_style, retries=args.retries, log=log)
+    args.app = app  # main() closes its connections
     if not args.quiet:
         for warning in app.config.warnings:
-            print(f"estafette: warning: {warning}", file=sys.stderr)
-    args.app = app  # main() closes its connections
+            _warn(warning)
     if credentials:  # resolve them now: a missing key is exit 2, before any request
         app.config.client()
     return app
+
+
+def _warn(line: str) -> None:
+    sys.stderr.write(f"estafette: warning: {line}\n")
 
 
 def _print_json(data: Any) -> None:
@@ -2305,43 +2554,49 @@ def _print_json(data: Any) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     validate_bucket_name(args.bucket)
+    options = SyncOptions(**{name: getattr(args, name) for name in SyncOptions._names})
     app = _app(args)
-    result = app.deploy(args.bucket, args.source, static_website=args.static_website,
-                        skip_cors=args.skip_cors, dry_run=args.dry_run, prefix=args.prefix,
-                        index_document=args.index_document, error_document=args.error_document,
-                        cors_origins=args.cors_origin, acl=args.acl, delete=args.delete,
-                        max_delete=args.max_delete, force=args.force, jobs=args.jobs,
-                        cache_control=args.cache_control, content_types=args.content_type,
-                        gzip=args.gzip)
+    result = app.deploy(args.bucket, args.source, options=options)
     if not args.quiet:
         for warning in result.warnings[len(app.config.warnings):]:
-            print(f"estafette: warning: {warning}", file=sys.stderr)
-    for error in result.errors:
-        print(f"estafette: error: {error}", file=sys.stderr)
-    if args.json:
-        _print_json(result.to_dict())
+            _warn(warning)
+    for failure in result.errors:
+        sys.stderr.write(f"estafette: error: {_failure_text(failure)}\n")
+    if args.json:  # errors as the lines above; failures as records (key, operation, code...)
+        data = result.to_dict()
+        data["failures"], data["errors"] = data["errors"], [_failure_text(f) for f in result.errors]
+        _print_json(data)
     elif args.dry_run and not args.quiet:
-        for a in result.actions:
-            size = f"  ({_human(a['size'])})" if "size" in a else ""
-            print(f"{a['action']:<14} {a['reason']:<9} {a['key']}{size}")
-        counts = {k: sum(1 for a in result.actions if a["action"] == k)
-                  for k in ("upload", "skip", "delete")}
-        nbytes = sum(a.get("size", 0) for a in result.actions if a["action"] == "upload")
-        print(f"dry run: {counts['upload']} to upload ({_human(nbytes)}), {counts['skip']} "
-              f"unchanged, {counts['delete']} to delete; nothing was changed")
+        _print_plan(result)
     elif not args.quiet:
-        print(f"{'deployed' if result.success else 'deploy FAILED'}: "
-              f"{len(result.files_uploaded)} uploaded ({_human(result.bytes_uploaded)}), "
-              f"{len(result.files_skipped)} unchanged, {len(result.files_deleted)} deleted "
-              f"in {result.duration_seconds:.1f}s -> {args.bucket} ({result.region})")
-        if result.website_url:
-            print(f"website: {result.website_url}")
-        index = normalize_prefix(args.prefix) + args.index_document
-        urls = app.url_generator
-        print("direct:  " + (urls.generate_direct_url(args.bucket, index)
-                             if index in result.files_uploaded + result.files_skipped
-                             else urls.generate_base_url(args.bucket)))
+        _print_summary(app, args, result)
     return 0 if result.success else 1
+
+
+def _print_plan(result: DeploymentResult) -> None:
+    for a in result.actions:
+        size = f"  ({_human(a['size'])})" if "size" in a else ""
+        print(f"{a['action']:<14} {a['reason']:<9} {a['key']}{size}")
+    counts = {k: sum(1 for a in result.actions if a["action"] == k)
+              for k in ("upload", "skip", "delete")}
+    nbytes = sum(a.get("size", 0) for a in result.actions if a["action"] == "upload")
+    print(f"dry run: {counts['upload']} to upload ({_human(nbytes)}), {counts['skip']} "
+          f"unchanged, {counts['delete']} to delete; nothing was changed")
+
+
+def _print_summary(app: OVHEstafette, args: argparse.Namespace,
+                   result: DeploymentResult) -> None:
+    print(f"{'deployed' if result.success else 'deploy FAILED'}: "
+          f"{len(result.files_uploaded)} uploaded ({_human(result.bytes_uploaded)}), "
+          f"{len(result.files_skipped)} unchanged, {len(result.files_deleted)} deleted "
+          f"in {result.duration_seconds:.1f}s -> {args.bucket} ({result.region})")
+    if result.website_url:
+        print(f"website: {result.website_url}")
+    index = normalize_prefix(args.prefix) + args.index_document
+    urls = app.url_generator
+    print("direct:  " + (urls.generate_direct_url(args.bucket, index)
+                         if index in result.files_uploaded + result.files_skipped
+                         else urls.generate_base_url(args.bucket)))
 
 
 def cmd_buckets(args: argparse.Namespace) -> int:
@@ -2472,7 +2727,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             import traceback
             traceback.print_exc()
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         print("estafette: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an unexpected OS error: still one line by default

@@ -455,19 +455,19 @@ def site(tmp_path):
     return root, files
 
 
-@pytest.fixture
-def sw(seaweed, monkeypatch):
-    """SeaweedFS with its credentials in the environment, as a user would set them."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
-    return seaweed
+def _as_user(server_fixture):
+    """A fixture: the session server, with its credentials in the environment as a user sets them."""
+    @pytest.fixture
+    def fixture(request, monkeypatch):
+        server = request.getfixturevalue(server_fixture)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+        return server
+    return fixture
 
 
-@pytest.fixture
-def mt(moto, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
-    return moto
+sw = _as_user("seaweed")
+mt = _as_user("moto")
 
 
 @pytest.fixture
@@ -887,6 +887,199 @@ def test_cli_plain_http_warning(capsys, monkeypatch):
     code, out, err = cli(capsys, "url", "--bucket", "site", "--endpoint", "http://127.0.0.1:1",
                          "--region", "x", "a.html")
     assert code == 0 and err == ""
+
+
+RC_OVH = {"_source": "/r.conf [ovh]", "access_key_id": "rk", "secret_access_key": "rs",
+          "endpoint": "s3.gra.io.cloud.ovh.net", "region": "gra"}
+RC_AWS_KEYLESS = {"_source": "/r.conf [aws]", "provider": "AWS", "region": "eu-west-3"}
+AWS_FILE = {"_source": "~/.aws/credentials [default]", "aws_access_key_id": "fk",
+            "aws_secret_access_key": "fs"}
+AWS_CFG_EP = {"_source": "~/.aws/config [default]", "endpoint_url": "https://s3.sbg.io.cloud.ovh.net",
+              "region": "sbg"}
+
+
+@pytest.mark.parametrize("given,env,rclone,aws_cred,aws_cfg,expect", [
+    # nothing anywhere: OVH's default region, no credentials
+    ({}, {}, None, {}, {}, (None, None, "EU-WEST-PAR", "no credentials found")),
+    # arguments beat the environment, which beats rclone.conf, which beats ~/.aws
+    ({"access_key": "ak", "secret_key": "as"}, {"AWS_ACCESS_KEY_ID": "e", "AWS_SECRET_ACCESS_KEY": "s"},
+     RC_OVH, AWS_FILE, {}, ("ak", "https://s3.gra.io.cloud.ovh.net", "gra", None)),
+    ({}, {"OVH_ACCESS_KEY_ID": "o", "OVH_SECRET_ACCESS_KEY": "s", "AWS_ACCESS_KEY_ID": "e",
+          "AWS_SECRET_ACCESS_KEY": "s"}, RC_OVH, {}, {}, ("o", "https://s3.gra.io.cloud.ovh.net", "gra", None)),
+    ({}, {}, RC_OVH, AWS_FILE, {}, ("rk", "https://s3.gra.io.cloud.ovh.net", "gra", None)),
+    ({}, {}, None, AWS_FILE, {}, ("fk", None, "EU-WEST-PAR", None)),
+    # --region SBG means SBG's endpoint, not the config's GRA one
+    ({"region": "SBG"}, {}, RC_OVH, {}, {}, ("rk", None, "SBG", None)),
+    # ~/.aws/config's endpoint brings its region; without an endpoint its region is ignored
+    ({}, {}, None, AWS_FILE, AWS_CFG_EP, ("fk", "https://s3.sbg.io.cloud.ovh.net", "sbg", None)),
+    ({}, {}, None, AWS_FILE, {"_source": "c", "region": "eu-central-1"}, ("fk", None, "EU-WEST-PAR", None)),
+    # a keyless AWS remote that merely comes first in rclone.conf does not redirect OVH keys
+    ({}, {}, RC_AWS_KEYLESS, AWS_FILE, {}, ("fk", None, "EU-WEST-PAR", None)),
+    ({"remote": "aws"}, {}, RC_AWS_KEYLESS, AWS_FILE, {}, ("fk", "https://s3.eu-west-3.amazonaws.com",
+                                                             "eu-west-3", None)),
+    # an explicit endpoint: the host's region wins; unknown hosts default to us-east-1
+    ({"endpoint": "https://s3.rbx.io.cloud.ovh.net"}, {}, None, {}, {}, (None, "https://s3.rbx.io.cloud.ovh.net",
+                                                                        "rbx", "no credentials")),
+    ({"endpoint": "http://127.0.0.1:9000"}, {}, None, {}, {}, (None, "http://127.0.0.1:9000", "us-east-1",
+                                                              "no credentials")),
+    # half a key pair, or a key with a line break: a problem, never the value
+    ({}, {"AWS_ACCESS_KEY_ID": "e"}, None, {}, {}, (None, None, "EU-WEST-PAR", "incomplete credentials")),
+    ({}, {"AWS_ACCESS_KEY_ID": "e", "AWS_SECRET_ACCESS_KEY": "a\nb"}, None, {}, {},
+     (None, None, "EU-WEST-PAR", "printable ASCII")),
+])
+def test_resolve_config_table(given, env, rclone, aws_cred, aws_cfg, expect):
+    r = estafette.resolve_config(given, env, rclone, aws_cred, aws_cfg)
+    key, endpoint, region, problem = expect
+    assert (r.credentials.access_key if r.credentials else None, r.endpoint, r.region) == \
+        (key, endpoint, region)
+    assert (problem is None and r.problem is None) or (problem in r.problem and "a\nb" not in r.problem)
+    if r.credentials:
+        assert r.credentials.source  # where they came from is kept
+
+
+def test_resolve_config_warnings_and_refusals():
+    r = estafette.resolve_config({"endpoint": "http://s3.example.com"}, {}, None, {}, {})
+    assert any("plain HTTP" in w for w in r.warnings)
+    assert not estafette.resolve_config({"endpoint": "http://localhost:9000"}, {}, None, {}, {}).warnings
+    with pytest.raises(UsageError, match="does not match endpoint"):
+        estafette.resolve_config({"endpoint": "https://s3.sbg.io.cloud.ovh.net", "region": "gra"},
+                                 {}, None, {}, {})
+    r = estafette.resolve_config({}, {}, None, {}, {}, aws_problem="AWS profile 'x' not found")
+    assert r.problem == "AWS profile 'x' not found"
+
+
+def test_provider_table_drives_every_provider_decision():
+    rows = {p.name: p for p in estafette.PROVIDERS}
+    assert set(rows) == {"ovh", "ovh-us", "scaleway", "aws", "custom"}
+    for host, name, region in (("s3.gra.io.cloud.ovh.net", "ovh", "gra"),
+                               ("s3.us-east-va.io.cloud.ovh.us", "ovh-us", "us-east-va"),
+                               ("s3.nl-ams.scw.cloud", "scaleway", "nl-ams"),
+                               ("s3-eu-west-1.amazonaws.com", "aws", "eu-west-1"),
+                               ("s3.amazonaws.com", "aws", None), ("minio.local", "custom", None)):
+        assert estafette.provider_for_host(host)[0].name == name
+        assert estafette.provider_for_host(host)[1] == region
+    assert rows["aws"].website_url("b", "us-west-2") == "http://b.s3-website-us-west-2.amazonaws.com"
+    assert rows["aws"].website_url("b", "eu-west-3") == "http://b.s3-website.eu-west-3.amazonaws.com"
+    assert rows["custom"].website_url("b", "x") is None and rows["custom"].path_style
+    assert rows["scaleway"].max_parts == 1000 and rows["ovh"].max_parts == 10000
+
+
+# --- client logic with an injected transport: retries, backoff, paging, error parsing -----------
+
+class ScriptedTransport:
+    """Answers each request with the next scripted item: (status, headers, body) or an exception."""
+
+    def __init__(self, *script):
+        self.script, self.sent = list(script), []
+
+    def send(self, method, url, headers, body=None):
+        self.sent.append((method, url))
+        item = self.script.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        status, headers, body = item
+        return estafette.Response(status, headers, body.encode() if isinstance(body, str) else body)
+
+    def close(self):
+        pass
+
+
+def scripted_client(*script, retries=4):
+    sleeps = []
+    client = estafette.S3Client(estafette.Endpoint.parse("http://127.0.0.1:1", "us-east-1"),
+                                OVHCredentials("AKIDEXAMPLE", "secret"), ScriptedTransport(*script),
+                                retries=retries, sleep=sleeps.append)
+    return client, sleeps
+
+
+def s3_error(code, message="m"):
+    return S3_ERROR.format(code, message)
+
+
+def test_retries_back_off_and_honour_retry_after():
+    client, sleeps = scripted_client((503, {}, s3_error("SlowDown")),
+                                     (500, {"retry-after": "7"}, s3_error("InternalError")),
+                                     (200, {}, b"ok"))
+    assert client.request("PUT", "b", "k", body=b"x").body == b"ok"
+    assert len(client.transport.sent) == 3 and len(sleeps) == 2
+    assert 0 <= sleeps[0] <= 0.5 and sleeps[1] == 7.0  # full jitter, then the server's 7 s
+
+
+def test_errors_that_are_not_retried_and_retries_that_run_out():
+    client, sleeps = scripted_client((403, {}, s3_error("AccessDenied", "no")))
+    with pytest.raises(estafette.S3Error) as exc:
+        client.request("GET", "b", "k")
+    assert len(client.transport.sent) == 1 and sleeps == []
+    assert str(exc.value).startswith("GetObject AccessDenied (403): no [b/k]")
+    client, sleeps = scripted_client(*[(503, {}, s3_error("SlowDown"))] * 3, retries=3)
+    with pytest.raises(estafette.S3Error, match="SlowDown"):
+        client.request("PUT", "b", "k", body=b"x")
+    assert len(client.transport.sent) == 3 and len(sleeps) == 2
+    client, _ = scripted_client(*[ConnectionRefusedError(111, "Connection refused")] * 2, retries=2)
+    with pytest.raises(estafette.EstafetteError, match=r"cannot reach 127.0.0.1:1 \(DeleteObject b/k\)"
+                       r".*after 2 attempt"):
+        client.request("DELETE", "b", "k")
+    # a lost answer, then "gone": the first attempt may have done it
+    client, _ = scripted_client(TimeoutError("timed out"), (404, {}, s3_error("NoSuchBucket")))
+    with pytest.raises(estafette.S3Error) as exc:
+        client.request("DELETE", "b")
+    assert exc.value.answer_lost and exc.value.operation == "DeleteBucket"
+
+
+def test_complete_multipart_error_inside_a_200_is_retried_once_per_attempt():
+    client, sleeps = scripted_client((200, {}, s3_error("InternalError", "try again")),
+                                     (200, {}, "<CompleteMultipartUploadResult/>"))
+    client.request("POST", "b", "k", query=[("uploadId", "u")], body=b"<x/>")
+    assert len(client.transport.sent) == 2 and len(sleeps) == 1
+    client, _ = scripted_client(*[(200, {}, s3_error("InternalError"))] * 3, retries=3)
+    with pytest.raises(estafette.S3Error, match="CompleteMultipartUpload InternalError"):
+        client.request("POST", "b", "k", query=[("uploadId", "u")], body=b"<x/>")
+    assert len(client.transport.sent) == 3  # retries, not retries squared
+    # other 200 answers are not parsed for errors
+    client, _ = scripted_client((200, {}, s3_error("InternalError")))
+    assert client.request("GET", "b", "k").status == 200
+
+
+@pytest.mark.parametrize("status,headers,code,text", [
+    (404, {}, "NotFound", "HeadObject NotFound (404): Not Found [b/k]"),
+    (301, {"location": "https://elsewhere/"}, "PermanentRedirect", "the server redirects to https://elsewhere/"),
+    (501, {}, "NotImplemented", "HeadObject NotImplemented (501)"),
+    (502, {"x-amz-request-id": "R1"}, "HTTP502", "(request id R1)"),
+])
+def test_bodiless_errors_are_named_as_s3_would(status, headers, code, text):
+    client, _ = scripted_client((status, headers, b""), retries=1)
+    with pytest.raises(estafette.S3Error) as exc:
+        client.request("HEAD", "b", "k")
+    assert exc.value.code == code and text in str(exc.value)
+
+
+def listing_page(keys, token=None, prefixes=()):
+    contents = "".join(f"<Contents><Key>{k}</Key><Size>1</Size><ETag>\"e\"</ETag></Contents>" for k in keys)
+    pres = "".join(f"<CommonPrefixes><Prefix>{p}</Prefix></CommonPrefixes>" for p in prefixes)
+    more = f"<IsTruncated>true</IsTruncated><NextContinuationToken>{token}</NextContinuationToken>" \
+        if token else "<IsTruncated>false</IsTruncated>"
+    return (200, {}, f'<ListBucketResult xmlns="{estafette._S3_NS}">{contents}{pres}{more}</ListBucketResult>')
+
+
+def test_listing_pages_follow_tokens_and_stop_on_a_repeated_one():
+    client, _ = scripted_client(listing_page(["a", "b"], "t1"), listing_page(["c"], "t 2"),
+                                listing_page(["d"], prefixes=["p/"]))
+    objs = list(estafette._list_objects(client, "b", "x/", "/"))
+    assert [(o.key, o.is_prefix) for o in objs] == [("a", False), ("b", False), ("c", False),
+                                                    ("d", False), ("p/", True)]
+    urls = [u for _, u in client.transport.sent]
+    assert "continuation-token=t1" in urls[1] and "continuation-token=t%202" in urls[2]
+    client, _ = scripted_client(listing_page(["a"], "same"), listing_page(["b"], "same"))
+    assert [o.key for o in estafette._list_objects(client, "b")] == ["a", "b"]  # no endless loop
+
+
+def test_operation_names_follow_the_s3_api():
+    op = estafette._operation
+    assert op("GET", "", "", []) == "ListBuckets"
+    assert op("PUT", "b", "k", ["partNumber", "uploadId"]) == "UploadPart"
+    assert op("POST", "b", "", ["delete"]) == "DeleteObjects"
+    assert op("PUT", "b", "", ["acl"]) == "PutBucketAcl" and op("PUT", "b", "k", ["acl"]) == "PutObjectAcl"
+    assert op("GET", "b", "", ["list-type", "prefix"]) == "ListObjectsV2"
 
 
 # --- deploy end to end on SeaweedFS (signatures verified) ---------------------------------------
@@ -1767,7 +1960,7 @@ def test_streamed_bodies_signed_and_unsigned(sw, s3, tmp_path, small_parts):
         hashlib.md5((src / "media" / "big.bin").read_bytes()).digest()
 
 
-# --- TLS, review fixes ----------------------------------------------------------------------------
+# --- TLS, validation of endpoints, header values and Retry-After -------------------------------
 
 @pytest.fixture(scope="session")
 def tls_cert(tmp_path_factory):
@@ -1817,7 +2010,7 @@ def test_tls_is_verified_and_honours_ca_bundles(capsys, sw, s3, tmp_path, monkey
             monkeypatch.delenv(var)
 
 
-def test_review_fixes_config_and_headers(capsys, tmp_path, monkeypatch, site):
+def test_endpoint_region_header_values_and_retry_after_are_checked(capsys, tmp_path, monkeypatch, site):
     root, _ = site
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
