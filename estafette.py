@@ -737,6 +737,9 @@ _RETRY_STATUS = {500, 502, 503, 504, 429}
 _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
                 "Throttling", "ThrottlingException", "RequestLimitExceeded", "OperationAborted"}
 
+# Answers that mean the key pair is wrong: the error says where it came from.
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+
 # The S3 operation a request is, by (method, sub-resource, whether it names a key): error
 # messages name it as the S3 API reference does.
 _OPERATIONS = {(m, sub, key == "key"): op for m, sub, key, op in (item.split() for item in (
@@ -839,6 +842,7 @@ class S3Client:
         self.transport = transport or Transport()
         self.retries, self.backoff, self._sleep = max(1, retries), backoff, sleep
         self.log = log  # --debug lines; never given a secret
+        self.notice: Optional[Callable[[str], None]] = None  # a line while retrying a failure
         # File bodies go as UNSIGNED-PAYLOAD where nothing can alter them on the way: inside
         # TLS (as rclone does for OVH) or over loopback.  Plain HTTP across a network gets each
         # body's SHA-256 signed (botocore and minio decide the same way for TLS).
@@ -866,6 +870,9 @@ class S3Client:
                     raise
             except (OSError, http.client.HTTPException) as exc:  # (a TLS refusal is both)
                 answer_lost = True
+                if attempt == 1 and self.notice and _transient(exc) and self.retries > 1:
+                    self.notice(f"cannot reach {self.endpoint.netloc} ({exc}); retrying up to "
+                                f"{self.retries - 1} more time(s)")
                 if not self._again(exc, attempt):
                     raise EstafetteError(
                         f"cannot reach {self.endpoint.netloc} ({req.operation} "
@@ -920,6 +927,8 @@ class S3Client:
         error.answer_lost = resp.resent
         if error.code == "SignatureDoesNotMatch":
             self._debug_signature(creq, sts, error)
+        if error.code in _AUTH_CODES and self.credentials.source:
+            error.message += f" (credentials from {self.credentials.source})"
         raise error
 
     def _again(self, error: BaseException, attempt: int) -> bool:
@@ -1084,6 +1093,12 @@ def resolve_config(given: Mapping[str, Any], environ: Mapping[str, str],
     # AWS CLI user's eu-central-1 must not become the OVH region.
     cfg_region = rc.get("region") or (aws_config.get("region") if aws_endpoint else None)
     cfg_endpoint = rc.get("endpoint") or aws_endpoint
+    # aws cli v2's endpoint variables come after --endpoint, before rclone.conf; AWS_REGION
+    # then applies to that endpoint only (AWS CLI "Endpoints" configuration guide).
+    env_endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+    if env_endpoint and not endpoint:
+        endpoint = env_endpoint.strip()
+        cfg_region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
     kind = next((p for p in PROVIDERS if p.rclone and p.rclone == rc.get("provider", "").lower()),
                 None)
     # rclone derives a provider's endpoint from the region (rclone's s3 provider docs); only for
@@ -1196,6 +1211,7 @@ class OVHConfig:
         self.warnings += self.resolved.warnings
         self.endpoint_url, self.region = self.resolved.endpoint, self.resolved.region
         self.retries, self.log, self.path_style = retries, log, path_style
+        self.notice: Optional[Callable[[str], None]] = None  # see S3Client.notice
         self.transport = transport or Transport()
         self._clients: Dict[Endpoint, S3Client] = {}
         self.default_endpoint = self.endpoint_for(self.region)
@@ -1234,8 +1250,9 @@ class OVHConfig:
         """A (cached) S3Client for ``region``; needs credentials."""
         ep = self.endpoint_for(region)
         if ep not in self._clients:
-            self._clients[ep] = S3Client(ep, self.get_credentials(), self.transport,
-                                         self.retries, self.log)
+            client = S3Client(ep, self.get_credentials(), self.transport, self.retries, self.log)
+            client.notice = self.notice
+            self._clients[ep] = client
         return self._clients[ep]
 
 
@@ -1668,6 +1685,8 @@ class Observer:
 
     def say(self, line: str) -> None: ...
 
+    def file(self, action: str, key: str, reason: str) -> None: ...
+
     def check(self) -> None:
         if self.stop.is_set():
             raise Cancelled()
@@ -1731,7 +1750,7 @@ class _Sync:
                 return res
             self._upload(client, bucket, todo, pool, parts, observer, res)
             self._abort_leftover_uploads(client, bucket, res)
-            self._delete_stale(client, bucket, stale, res)
+            self._delete_stale(client, bucket, stale, observer, res)
             return res
         except BaseException:
             observer.stop.set()  # workers give up at their next file, block or part
@@ -1756,7 +1775,7 @@ class _Sync:
                 raise
             remote = {}
         todo = self._plan(client, bucket, remote, hashing, pool, res)
-        self._fix_acl_drift(client, bucket, pool, res)
+        self._fix_acl_drift(client, bucket, pool, observer, res)
         stale = sorted(set(remote) - set(res.keys)) if self.options.delete else []
         res.actions += [{"action": "delete", "key": k, "reason": "stale",
                          "size": remote[k].size} for k in stale]
@@ -1776,6 +1795,7 @@ class _Sync:
                             fut.result()
                             res.files_uploaded.append(f.key)
                             res.bytes_uploaded += f.size
+                            observer.file("uploaded", f.key, f.reason)
                         except (EstafetteError, OSError) as exc:  # one file: the others go on
                             res.errors.append(Failure.of(f.key, exc, "PutObject"))
                 except BaseException:
@@ -1849,7 +1869,7 @@ class _Sync:
                 todo.append(f)
         return todo
 
-    def _fix_acl_drift(self, client: S3Client, bucket: str, pool: Any,
+    def _fix_acl_drift(self, client: S3Client, bucket: str, pool: Any, observer: Observer,
                        res: SyncResult) -> None:
         """Unchanged objects are not re-sent, so their ACL could be a previous run's: a sample
         of three tells; on a mismatch, the ACL is applied to every unchanged object."""
@@ -1866,6 +1886,7 @@ class _Sync:
         res.actions += [{"action": "set-acl", "key": k, "reason": self.acl} for k in keys]
         if self.options.dry_run:
             return
+        observer.say(f"changing the ACL of {len(keys)} unchanged object(s) to {self.acl}")
 
         def put_acl(key: str) -> Optional[str]:
             try:
@@ -1905,7 +1926,7 @@ class _Sync:
             except EstafetteError as exc:
                 res.warnings.append(f"could not abort an unfinished upload of {key}: {exc}")
 
-    def _delete_stale(self, client: S3Client, bucket: str, stale: List[str],
+    def _delete_stale(self, client: S3Client, bucket: str, stale: List[str], observer: Observer,
                       res: SyncResult) -> None:
         if not stale:
             return
@@ -1920,6 +1941,8 @@ class _Sync:
             res.errors += failed
             gone = {f.key for f in failed}
             res.files_deleted = [k for k in stale if k not in gone]
+            for key in res.files_deleted:
+                observer.file("deleted", key, "stale")
 
     def _too_many(self, count: int) -> Failure:
         return Failure("", "DeleteObjects", message=f"{count} stale keys would be deleted, more "
@@ -2285,13 +2308,14 @@ class OVHEstafette:
     def deploy(self, bucket_name: str, source_dir: str, static_website: bool = False,
                skip_cors: bool = False, dry_run: bool = False, prefix: str = "",
                index_document: str = "index.html", error_document: str = "error.html",
-               cors_origins: Iterable[str] = (), acl: Optional[str] = "public-read",
+               cors_origins: Iterable[str] = (), acl: Optional[str] = None,
                delete: bool = False, max_delete: int = 1000, force: bool = False,
                jobs: int = DEFAULT_JOBS, cache_control: Iterable[str] = (),
                content_types: Iterable[str] = (), gzip: Iterable[str] = (),
                options: Optional[SyncOptions] = None) -> DeploymentResult:
         """Validate, create the bucket if missing, sync, then (static_website) publish.
 
+        Objects are public-read with ``static_website`` or ``acl="public-read"``, else private.
         ``options`` (a SyncOptions) replaces the keyword arguments after ``source_dir``.  Bad
         input raises UsageError before any request; failed operations are listed in
         ``errors`` (``success`` False) when the deploy could go on past them.
@@ -2327,19 +2351,22 @@ class _Deploy:
         app, bucket, options = self.app, self.bucket, self.options
         region = self.client.endpoint.region
         res = SyncResult(warnings=list(app.config.warnings))
+        observer.say(f"deploying {self.source} to {bucket}/{self.sync.prefix} ({region}); objects: "
+                     + ("public-read (website)" if options.static_website
+                        else self.sync.acl))
         if not app.bucket_manager.bucket_exists(bucket):
             res.actions.append({"action": "create-bucket", "key": bucket, "reason": "missing"})
             if not options.dry_run:
-                observer.say(f"creating bucket {bucket} in {region}")
                 app.bucket_manager.create_bucket(
                     bucket, acl="public-read" if options.static_website else "private")
-        observer.say(f"syncing {self.source} to {bucket}/{self.sync.prefix}")
+                observer.say(f"created bucket {bucket} in region {region}")
         self.sync.run(self.client, bucket, observer, res)
-        for action, step in self._bucket_steps():
+        for action, done, step in self._bucket_steps():
             res.actions.append({"action": action, "key": bucket, "reason": "config"})
             if not options.dry_run:
                 try:
                     step()
+                    observer.say(done)
                 except EstafetteError as exc:
                     res.errors.append(Failure.of("", exc, action))
         result = DeploymentResult(not res.errors, bucket, region, res, dry_run=options.dry_run)
@@ -2350,20 +2377,23 @@ class _Deploy:
         result.duration_seconds = round(time.monotonic() - started, 3)
         return result
 
-    def _bucket_steps(self) -> List[Tuple[str, Callable[[], Any]]]:
-        """The bucket-level steps after the sync: website, bucket ACL, CORS."""
+    def _bucket_steps(self) -> List[Tuple[str, str, Callable[[], Any]]]:
+        """The bucket-level steps after the sync (action, line once done, step)."""
         app, bucket, options = self.app, self.bucket, self.options
-        steps: List[Tuple[str, Callable[[], Any]]] = []
+        steps: List[Tuple[str, str, Callable[[], Any]]] = []
         if options.static_website:
             steps += [
-                ("set-website", lambda: app.website_manager.apply_website_configuration(
-                    bucket, index_document=options.index_document,
-                    error_document=options.error_document)),
-                ("set-bucket-acl", lambda: app.website_manager.set_bucket_public_read(bucket))]
+                ("set-website", f"website set: index {options.index_document}, error "
+                 f"{options.error_document}", lambda: app.website_manager.
+                 apply_website_configuration(bucket, index_document=options.index_document,
+                                             error_document=options.error_document)),
+                ("set-bucket-acl", "bucket ACL set: public-read",
+                 lambda: app.website_manager.set_bucket_public_read(bucket))]
         if (options.static_website or self.origins) and not options.skip_cors:
             policy = app.cors_manager.create_cors_policy(bucket, additional_origins=self.origins)
-            steps.append(("set-cors", lambda: app.cors_manager.apply_cors_policy(
-                bucket, cors_policy=policy)))
+            steps.append(("set-cors", "CORS set: GET, HEAD from " + ", ".join(
+                policy.allowed_origins), lambda: app.cors_manager.apply_cors_policy(
+                    bucket, cors_policy=policy)))
         return steps
 
 
@@ -2389,10 +2419,10 @@ class _Display(Observer):
     """Shows a run on a text stream: its lines, and on a terminal one self-rewriting status
     line (files, bytes, rate, ETA)."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, verbose: bool = False) -> None:
         import threading
         super().__init__()
-        self.stream, self.live = stream, _isatty(stream)
+        self.stream, self.live, self.verbose = stream, _isatty(stream), verbose
         self._lock = threading.Lock()
         self.begin(0, 0)
 
@@ -2409,21 +2439,44 @@ class _Display(Observer):
             if not self.live or (now - self._last < 0.1 and self.done_files < self.files):
                 return
             self._last = now
-            rate = self.done_bytes / max(now - self.started, 1e-6)
-            eta = (self.size - self.done_bytes) / rate if rate > 0 else 0
-            self.stream.write(f"\r\x1b[2K{self.done_files}/{self.files} files  "
-                              f"{_human(self.done_bytes)}/{_human(self.size)}  "
-                              f"{_human(rate)}/s  ETA {eta:.0f}s")
-            self.stream.flush()
+            elapsed = max(now - self.started, 1e-6)
+            rate = self.done_bytes / elapsed
+            # ETA from whichever is further behind, files or bytes (small files cost requests)
+            left = max(1 - self.done_bytes / max(self.size, 1), 1 - self.done_files / max(
+                self.files, 1))
+            eta = elapsed * left / max(1 - left, 1e-6)
+            self._draw(f"{self.done_files}/{self.files} files  {_human(self.done_bytes)}/"
+                       f"{_human(self.size)}  {_human(rate)}/s  ETA {eta:.0f}s")
+
+    def _draw(self, status: str) -> None:
+        self.stream.write(f"\r\x1b[2K{status}")
+        self.stream.flush()
+
+    def phase(self, name: str) -> None:
+        if self.live:
+            self._draw(f"{name}...")
 
     def end(self) -> None:
+        if self.live and self.files:  # the last state stays in the scrollback
+            self._last = 0.0
+            self.advance()
+            self.stream.write("\n")
+        elif self.live:
+            self._draw("")
+        self.stream.flush()
+
+    def clear(self) -> None:
         if self.live:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
+            self._draw("")
 
     def say(self, line: str) -> None:
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        with self._lock:
+            self.stream.write(("\r\x1b[2K" if self.live else "") + line + "\n")
+            self.stream.flush()
+
+    def file(self, action: str, key: str, reason: str) -> None:
+        if self.verbose:
+            self.say(f"{action} {key} ({reason})")
 
 
 def _failure_text(f: Failure) -> str:
@@ -2436,106 +2489,175 @@ def _failure_text(f: Failure) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(allow_abbrev=False, **kwargs)  # --del must not pass for --delete
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"estafette: error: {message} (see '{self.prog} --help')\n")
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("connection")
-    g.add_argument("--region", help="OVH region code (default: from config, else EU-WEST-PAR)")
-    g.add_argument("--endpoint", metavar="URL", help="any S3-compatible endpoint URL")
-    g.add_argument("--config", metavar="FILE", help="rclone.conf to read credentials from")
-    g.add_argument("--remote", metavar="NAME", help="rclone remote (section) to use")
-    g.add_argument("--path-style", action="store_true", help="path-style bucket addressing")
-    g.add_argument("--retries", type=int, default=8, metavar="N",
-                   help="attempts per request on throttling or network errors (default 8)")
-    g.add_argument("--debug", action="store_true",
-                   help="show each request and failure details (never secrets)")
-    g.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+# The connection options, accepted before or after the subcommand.  Both places default to
+# SUPPRESS and main() fills in these defaults: a subparser default would otherwise overwrite a
+# value given before the subcommand (bpo-45235).
+_COMMON = {"region": None, "endpoint": None, "config": None, "remote": None, "path_style": False,
+           "retries": 8, "debug": False, "quiet": False, "verbose": False}
 
-    parser = _Parser(prog="estafette", description=__doc__.splitlines()[0],
-                     epilog="Exit codes: 0 done, 1 an operation failed, 2 bad usage or "
-                            "configuration (nothing sent), 130 interrupted.")
+_CONFIG_HELP = """\
+configuration (for each setting the first source that has it wins):
+  credentials  OVH_ACCESS_KEY_ID/OVH_SECRET_ACCESS_KEY, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+               (+AWS_SESSION_TOKEN), rclone.conf (--config, RCLONE_CONFIG, ~/.config/rclone),
+               ~/.aws/credentials and ~/.aws/config (AWS_PROFILE)
+  endpoint     --endpoint, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, rclone.conf, ~/.aws/config,
+               else the OVH region's endpoint
+  region       --region, the endpoint's host, rclone.conf, else EU-WEST-PAR
+  CA bundle    AWS_CA_BUNDLE or SSL_CERT_FILE
+
+exit codes: 0 done, 1 an operation failed, 2 bad usage or configuration (nothing sent),
+130 interrupted (re-run the same command to finish)"""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("connection and output")
+    add = functools.partial(g.add_argument, default=argparse.SUPPRESS)
+    add("--region", help="OVH region code, e.g. GRA (default: from the configuration, "
+        "else EU-WEST-PAR)")
+    add("--endpoint", metavar="URL", help="any S3-compatible endpoint, e.g. https://s3.gra.io."
+        "cloud.ovh.net (default: the region's OVH endpoint)")
+    add("--config", metavar="FILE", help="rclone.conf to read (default: RCLONE_CONFIG, then "
+        "~/.config/rclone/rclone.conf)")
+    add("--remote", metavar="NAME", help="rclone remote to use (default: the first of type s3)")
+    add("--path-style", action="store_true", help="address buckets as host/bucket (default: "
+        "bucket.host for OVH, Scaleway and AWS)")
+    add("--retries", type=int, metavar="N", help="attempts per request on throttling or "
+        "network errors (default: 8)")
+    add("--debug", action="store_true", help="show each request and failure details, never "
+        "secrets (default: off)")
+    add("--quiet", "-q", action="store_true", help="print only errors (default: off)")
+    add("--verbose", "-v", action="store_true", help="one line per file uploaded or deleted "
+        "(default: off)")
+
+
+def _sub(sub: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                       epilog=f"example:\n  {example}")
+    _add_common(p)
+    return p
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="estafette", description=__doc__.splitlines()[0], epilog=_CONFIG_HELP)
     parser.add_argument("--version", action="version", version=f"estafette {__version__}")
+    _add_common(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
-
-    _add_deploy(sub, common)
-
-    p = sub.add_parser("buckets", parents=[common], help="list or delete buckets")
+    _add_deploy(sub)
+    p = _sub(sub, "buckets", "list buckets, or delete one",
+             "estafette buckets --delete old-site --force")
     action = p.add_mutually_exclusive_group(required=True)
-    action.add_argument("--list", action="store_true")
-    action.add_argument("--delete", metavar="NAME")
-    p.add_argument("--force", action="store_true", help="with --delete: delete contents too")
-    p.add_argument("--json", action="store_true")
+    action.add_argument("--list", action="store_true", help="list your buckets")
+    action.add_argument("--delete", metavar="NAME", help="delete this bucket (it must be empty "
+                        "unless --force)")
+    p.add_argument("--force", action="store_true", help="with --delete: first delete every "
+                   "object, version and unfinished upload in it (default: off)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_buckets)
-
-    p = sub.add_parser("cors-apply", parents=[common], help="apply the CORS policy")
-    p.add_argument("--bucket", required=True, metavar="NAME")
-    p.add_argument("--origin", action="append", default=[], metavar="URL")
+    p = _sub(sub, "cors-apply", "allow GET and HEAD from the website and other origins",
+             "estafette cors-apply --bucket my-site --origin https://example.com")
+    p.add_argument("--bucket", required=True, metavar="NAME", help="the bucket (required)")
+    p.add_argument("--origin", action="append", default=[], metavar="URL", help="another "
+                   "origin to allow, scheme://host[:port] (repeatable; default: none)")
     p.set_defaults(func=cmd_cors_apply)
-
-    p = sub.add_parser("ls", parents=[common], help="list objects")
-    p.add_argument("--bucket", required=True, metavar="NAME")
-    p.add_argument("--prefix", default="", metavar="P")
-    p.add_argument("--recursive", "-r", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p = _sub(sub, "ls", "list objects", "estafette ls --bucket my-site --prefix blog/ -r")
+    p.add_argument("--bucket", required=True, metavar="NAME", help="the bucket (required)")
+    p.add_argument("--prefix", default="", metavar="P", help="only keys starting with P "
+                   "(default: all)")
+    p.add_argument("--recursive", "-r", action="store_true", help="list below sub-folders too "
+                   "(default: one level, folders shown as PRE)")
+    p.add_argument("--json", action="store_true", help="print the objects as JSON")
     p.set_defaults(func=cmd_ls)
-
-    p = sub.add_parser("url", parents=[common], help="print direct, website or presigned URLs")
-    p.add_argument("--bucket", required=True, metavar="NAME")
+    p = _sub(sub, "url", "print direct, website or presigned URLs",
+             "estafette url --bucket my-site --presign 3600 reports/q3.pdf")
+    p.add_argument("--bucket", required=True, metavar="NAME", help="the bucket (required)")
     kind = p.add_mutually_exclusive_group()
-    kind.add_argument("--website", action="store_true")
-    kind.add_argument("--presign", type=int, metavar="SECONDS")
-    p.add_argument("keys", nargs="+", metavar="KEY")
+    kind.add_argument("--website", action="store_true", help="website endpoint URLs (default: "
+                      "direct URLs)")
+    kind.add_argument("--presign", type=int, metavar="SECONDS", help="presigned GET URLs valid "
+                      f"this long (1 to {MAX_PRESIGN_SECONDS})")
+    p.add_argument("keys", nargs="+", metavar="KEY", help="object keys")
     p.set_defaults(func=cmd_url)
-
-    p = sub.add_parser("delete-all", parents=[common],
-                       help="DANGER: delete every bucket (interactive confirmation)")
+    p = _sub(sub, "delete-all", "DANGER: delete every bucket of the account and everything in "
+             "them (asks for today's date and the bucket count on a terminal)",
+             "estafette delete-all --endpoint https://s3.gra.io.cloud.ovh.net")
     p.set_defaults(func=cmd_delete_all)
     return parser
 
 
-def _add_deploy(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("deploy", parents=[common], help="upload a folder (only what changed)")
-    p.add_argument("--bucket", required=True, dest="bucket", metavar="NAME")
-    p.add_argument("--source", required=True, metavar="DIR")
-    p.add_argument("--prefix", default="", metavar="P", help="key prefix (folder) in the bucket")
-    p.add_argument("--static-website", action="store_true",
-                   help="configure website hosting, make it public, set CORS")
-    p.add_argument("--index-document", default="index.html", metavar="F")
-    p.add_argument("--error-document", default="error.html", metavar="F")
-    p.add_argument("--skip-cors", action="store_true")
-    p.add_argument("--cors-origin", dest="cors_origins", action="append", default=[],
-                   metavar="URL")
-    p.add_argument("--acl", choices=("private", "public-read"), default="public-read")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    p.add_argument("--delete", action="store_true", help="remove remote keys with no local file")
-    p.add_argument("--max-delete", type=int, default=1000, metavar="N",
-                   help="refuse to delete more than N keys (default 1000; all or nothing)")
-    p.add_argument("--force", action="store_true", help="upload even unchanged files")
-    p.add_argument("--jobs", "-j", type=int, default=DEFAULT_JOBS, metavar="N",
-                   help=f"parallel uploads (default {DEFAULT_JOBS})")
-    p.add_argument("--cache-control", action="append", default=[], metavar="GLOB=VALUE")
-    p.add_argument("--content-type", dest="content_types", action="append", default=[],
-                   metavar="GLOB=TYPE")
-    p.add_argument("--gzip", action="append", default=[], metavar="GLOB",
-                   help="store matching files gzip-compressed (Content-Encoding: gzip)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+def _add_deploy(sub: Any) -> None:
+    p = _sub(sub, "deploy", "upload a folder to a bucket, only what changed, in a safe order",
+             "estafette deploy --bucket my-site --source ./build --static-website")
+    a = p.add_argument
+    a("--bucket", required=True, metavar="NAME", help="the bucket (created if missing)")
+    a("--source", required=True, metavar="DIR", help="the folder to publish")
+    a("--prefix", default="", metavar="P", help="key prefix (folder) in the bucket "
+      "(default: none)")
+    a("--static-website", action="store_true", help="configure website hosting, make the "
+      "objects and bucket public-read, set CORS (default: off)")
+    a("--acl", choices=("private", "public-read"), default=None, help="object access "
+      "(default: public-read with --static-website, else private)")
+    a("--index-document", default="index.html", metavar="F", help="website index document "
+      "(default: index.html)")
+    a("--error-document", default="error.html", metavar="F", help="website error document "
+      "(default: error.html)")
+    a("--skip-cors", action="store_true", help="do not set CORS rules (default: off)")
+    a("--cors-origin", dest="cors_origins", action="append", default=[], metavar="URL",
+      help="another origin allowed by CORS (repeatable; default: none)")
+    a("--dry-run", action="store_true", help="print the plan, change nothing")
+    a("--delete", action="store_true", help="remove remote keys under the prefix that have no "
+      "local file (default: off)")
+    a("--max-delete", type=int, default=1000, metavar="N",
+      help="refuse to delete more than N keys, all or nothing (default: 1000)")
+    a("--force", action="store_true", help="upload even unchanged files (default: off)")
+    a("--jobs", "-j", type=int, default=DEFAULT_JOBS, metavar="N",
+      help=f"parallel uploads (default: {DEFAULT_JOBS})")
+    a("--cache-control", action="append", default=[], metavar="GLOB=VALUE", help="Cache-"
+      "Control for matching files, first match wins (repeatable; default: none)")
+    a("--content-type", dest="content_types", action="append", default=[],
+      metavar="GLOB=TYPE", help="Content-Type for matching files (repeatable; default: "
+      "by extension)")
+    a("--gzip", action="append", default=[], metavar="GLOB", help="store matching files "
+      "gzip-compressed, Content-Encoding: gzip (repeatable; default: none)")
+    a("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_deploy)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every value checked before any request: empty strings, numbers, names, URLs."""
+    for name, value in vars(args).items():
+        if isinstance(value, str) and not value.strip() and name not in ("prefix",):
+            raise UsageError(f"--{name.replace('_', '-')} must not be empty")
+        for item in value if isinstance(value, list) else ():
+            if not str(item).strip():
+                raise UsageError(f"--{name.replace('_', '-').rstrip('s')} must not be empty")
+    if args.retries < 1:
+        raise UsageError(f"--retries must be at least 1, got {args.retries}")
+    for name in ("bucket", "delete"):
+        if isinstance(getattr(args, name, None), str):
+            validate_bucket_name(getattr(args, name))
+    if args.endpoint is not None:
+        Endpoint.parse(args.endpoint, "")
 
 
 def _app(args: argparse.Namespace, credentials: bool = True) -> OVHEstafette:
     """The facade for a command: configuration read (warnings shown), credentials checked."""
-    if args.retries < 1:
-        raise UsageError(f"--retries must be at least 1, got {args.retries}")
     log = (lambda line: sys.stderr.write(f"estafette: debug: {line}\n")) if args.debug else None
-    console = _Display(sys.stderr) if _isatty(sys.stderr) and not args.quiet else None
-    app = OVHEstafette(args.config, args.region, console, args.endpoint, remote=args.remote,
-                       path_style=args.path_style, retries=args.retries, log=log)
+    args.display = None if args.quiet else _Display(sys.stderr, args.verbose)
+    app = OVHEstafette(args.config, args.region, args.display, args.endpoint,
+                       remote=args.remote, path_style=args.path_style, retries=args.retries,
+                       log=log)
     args.app = app  # main() closes its connections
     if not args.quiet:
+        app.config.notice = _warn
         for warning in app.config.warnings:
             _warn(warning)
     if credentials:  # resolve them now: a missing key is exit 2, before any request
@@ -2548,12 +2670,17 @@ def _warn(line: str) -> None:
 
 
 def _print_json(data: Any) -> None:
+    import datetime as dt
     import json
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+    def iso(value: Any) -> str:  # dates as ISO 8601 in UTC: 2026-11-24T14:50:38Z
+        if isinstance(value, dt.datetime):
+            return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return str(value)
+    print(json.dumps(data, indent=2, default=iso, ensure_ascii=False))
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    validate_bucket_name(args.bucket)
     options = SyncOptions(**{name: getattr(args, name) for name in SyncOptions._names})
     app = _app(args)
     result = app.deploy(args.bucket, args.source, options=options)
@@ -2578,17 +2705,20 @@ def _print_plan(result: DeploymentResult) -> None:
         size = f"  ({_human(a['size'])})" if "size" in a else ""
         print(f"{a['action']:<14} {a['reason']:<9} {a['key']}{size}")
     counts = {k: sum(1 for a in result.actions if a["action"] == k)
-              for k in ("upload", "skip", "delete")}
+              for k in ("upload", "skip", "delete", "set-acl")}
     nbytes = sum(a.get("size", 0) for a in result.actions if a["action"] == "upload")
     print(f"dry run: {counts['upload']} to upload ({_human(nbytes)}), {counts['skip']} "
-          f"unchanged, {counts['delete']} to delete; nothing was changed")
+          f"unchanged, {counts['delete']} to delete, {counts['set-acl']} ACL changes, "
+          f"{len(result.errors)} failed; nothing was changed")
 
 
 def _print_summary(app: OVHEstafette, args: argparse.Namespace,
                    result: DeploymentResult) -> None:
+    acl_changes = sum(1 for a in result.actions if a["action"] == "set-acl")
     print(f"{'deployed' if result.success else 'deploy FAILED'}: "
           f"{len(result.files_uploaded)} uploaded ({_human(result.bytes_uploaded)}), "
-          f"{len(result.files_skipped)} unchanged, {len(result.files_deleted)} deleted "
+          f"{len(result.files_skipped)} unchanged, {len(result.files_deleted)} deleted, "
+          f"{acl_changes} ACL changes, {len(result.errors)} failed "
           f"in {result.duration_seconds:.1f}s -> {args.bucket} ({result.region})")
     if result.website_url:
         print(f"website: {result.website_url}")
@@ -2600,8 +2730,6 @@ def _print_summary(app: OVHEstafette, args: argparse.Namespace,
 
 
 def cmd_buckets(args: argparse.Namespace) -> int:
-    if args.delete:
-        validate_bucket_name(args.delete)
     app = _app(args)
     if args.delete:
         app.delete_bucket(args.delete, force=args.force)
@@ -2621,7 +2749,6 @@ def cmd_buckets(args: argparse.Namespace) -> int:
 
 
 def cmd_cors_apply(args: argparse.Namespace) -> int:
-    validate_bucket_name(args.bucket)
     for origin in args.origin:
         validate_origin(origin)
     app = _app(args)
@@ -2633,7 +2760,6 @@ def cmd_cors_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    validate_bucket_name(args.bucket)
     app = _app(args)
     objects = app.file_manager.list_remote_files(args.bucket, args.prefix, args.recursive)
     if args.json:
@@ -2648,7 +2774,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_url(args: argparse.Namespace) -> int:
-    validate_bucket_name(args.bucket)
     if args.presign is not None and not 1 <= args.presign <= MAX_PRESIGN_SECONDS:
         raise UsageError(f"--presign must be 1..{MAX_PRESIGN_SECONDS} seconds (7 days), "
                          f"got {args.presign}")
@@ -2716,7 +2841,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = _build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else 2
+    for name, default in _COMMON.items():
+        setattr(args, name, getattr(args, name, default))
     try:
+        _check_args(args)
         return args.func(args)
     except UsageError as exc:
         print(f"estafette: error: {exc}", file=sys.stderr)
@@ -2728,7 +2856,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         return 1
     except (KeyboardInterrupt, Cancelled):
-        print("estafette: interrupted", file=sys.stderr)
+        if getattr(args, "display", None) is not None:
+            args.display.clear()
+        print("estafette: interrupted: re-run the same command to finish", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an unexpected OS error: still one line by default
         print(f"estafette: error: unexpected {type(exc).__name__}: {exc}"

