@@ -1484,24 +1484,38 @@ def _hash_file(f: _File, tmpdir: Optional[str], parts: Any = None, psize: int = 
 # --- S3 helpers: list, delete, abort, ACLs, uploads ---------------------------------------------
 
 
+def _listing(client: S3Client, bucket: str, query: List[Tuple[str, Optional[str]]]
+             ) -> Tuple[Optional[ET.Element], Callable[[str], str]]:
+    """One listing page, asked URL-encoded, with the function that gives back exact keys.
+
+    Keys may hold characters XML 1.0 cannot carry (a control character comes back altered, or
+    as a listing that is not well-formed on Ceph RGW), so listings are asked with
+    encoding-type=url, as botocore does; keys are decoded only when the answer says it is
+    encoded (a server may ignore the parameter).
+    """
+    root = _xml(client.request("GET", bucket, query=query + [("encoding-type", "url")]).body)
+    encoded = _text(root, "EncodingType").lower() == "url"
+    return root, (urllib.parse.unquote_plus if encoded else str)
+
+
 def _list_objects(client: S3Client, bucket: str, prefix: str = "",
                   delimiter: Optional[str] = None) -> Iterator[RemoteObject]:
     """ListObjectsV2, all pages (OVH documents only V2)."""
     token = None
     while True:
-        query = [("list-type", "2"), ("prefix", prefix)]
+        query: List[Tuple[str, Optional[str]]] = [("list-type", "2"), ("prefix", prefix)]
         if delimiter:
             query.append(("delimiter", delimiter))
         if token:
             query.append(("continuation-token", token))
-        root = _xml(client.request("GET", bucket, query=query).body)
+        root, key = _listing(client, bucket, query)
         for el in root.iterfind("{*}Contents") if root is not None else ():
             # Plain child iteration: ElementPath's {*} lookups cost 4x more on big listings.
             f = {child.tag.rpartition("}")[2]: child.text or "" for child in el}
-            yield RemoteObject(f.get("Key", ""), int(f.get("Size") or 0),
+            yield RemoteObject(key(f.get("Key", "")), int(f.get("Size") or 0),
                                f.get("ETag", "").strip('"'), f.get("LastModified", ""))
         for el in root.iterfind("{*}CommonPrefixes") if root is not None else ():
-            yield RemoteObject(_text(el, "Prefix"), is_prefix=True)
+            yield RemoteObject(key(_text(el, "Prefix")), is_prefix=True)
         next_token = _text(root, "NextContinuationToken")
         if _text(root, "IsTruncated") != "true" or not next_token or next_token == token:
             return  # (a server repeating its token would loop forever)
@@ -1513,11 +1527,10 @@ def _list_uploads(client: S3Client, bucket: str, prefix: str = "") -> List[Tuple
     out: List[Tuple[str, str]] = []
     markers: List[Tuple[str, Optional[str]]] = []
     while True:
-        root = _xml(client.request("GET", bucket, query=[("prefix", prefix), ("uploads", None)]
-                                   + markers).body)
-        out += [(_text(el, "Key"), _text(el, "UploadId"))
+        root, key = _listing(client, bucket, [("prefix", prefix), ("uploads", None)] + markers)
+        out += [(key(_text(el, "Key")), _text(el, "UploadId"))
                 for el in (root.iterfind("{*}Upload") if root is not None else ())]
-        next_markers = [("key-marker", _text(root, "NextKeyMarker")),
+        next_markers = [("key-marker", key(_text(root, "NextKeyMarker"))),
                         ("upload-id-marker", _text(root, "NextUploadIdMarker"))]
         if _text(root, "IsTruncated") != "true" or next_markers in (markers, [
                 ("key-marker", ""), ("upload-id-marker", "")]):
@@ -1528,19 +1541,27 @@ def _list_uploads(client: S3Client, bucket: str, prefix: str = "") -> List[Tuple
 def _list_versions(client: S3Client, bucket: str) -> List[Tuple[str, Optional[str]]]:
     """Old versions and delete markers that versioned buckets keep (a page of 1,000)."""
     try:
-        root = _xml(client.request("GET", bucket, query=[("versions", None)]).body)
+        root, key = _listing(client, bucket, [("versions", None)])
     except S3Error:  # a service without versioning
         return []
     found = (list(root.iterfind("{*}Version")) + list(root.iterfind("{*}DeleteMarker"))
              if root is not None else [])
-    return [(_text(el, "Key"), _text(el, "VersionId")) for el in found
+    return [(key(_text(el, "Key")), _text(el, "VersionId")) for el in found
             if _text(el, "VersionId") not in ("", "null")]
 
 
 def _delete_objects(client: S3Client, bucket: str,
                     items: Sequence[Tuple[str, Optional[str]]]) -> List[Failure]:
-    """DeleteObjects in batches of 1,000 (key, version id); return the failures."""
+    """DeleteObjects in batches of 1,000 (key, version id); return the failures.  Keys with a
+    control character cannot travel in an XML body: those go by DeleteObject, one each."""
     errors = []
+    odd = [(k, v) for k, v in items if any(c < " " for c in k)]
+    for k, v in odd:
+        try:
+            client.request("DELETE", bucket, k, query=[("versionId", v)] if v else None)
+        except S3Error as exc:
+            errors.append(Failure.of(k, exc))
+    items = [item for item in items if item not in odd] if odd else items
     for i in range(0, len(items), 1000):
         objs = [("Object", [("Key", k)] + ([("VersionId", v)] if v else []))
                 for k, v in items[i:i + 1000]]
@@ -1559,6 +1580,12 @@ def _abort_upload(client: S3Client, bucket: str, key: str, upload_id: str) -> No
     except S3Error as exc:
         if exc.code != "NoSuchUpload":
             raise
+
+
+def _unsupported(exc: BaseException) -> bool:
+    """The server does not have this (optional) API: NotImplemented or MethodNotAllowed."""
+    return isinstance(exc, S3Error) and (exc.status in (405, 501) or exc.code in (
+        "NotImplemented", "MethodNotAllowed"))
 
 
 def _put_acl(client: S3Client, bucket: str, key: str, acl: str) -> None:
@@ -1749,6 +1776,9 @@ class _Sync:
                     res.errors.append(self._too_many(len(stale)))
                 return res
             self._upload(client, bucket, todo, pool, parts, observer, res)
+            # Some servers (SeaweedFS) ignore x-amz-acl on PutObject: one read tells.
+            self._enforce_acl(client, bucket, res.files_uploaded, res.files_uploaded[:1], pool,
+                              observer, res)
             self._abort_leftover_uploads(client, bucket, res)
             self._delete_stale(client, bucket, stale, observer, res)
             return res
@@ -1775,7 +1805,10 @@ class _Sync:
                 raise
             remote = {}
         todo = self._plan(client, bucket, remote, hashing, pool, res)
-        self._fix_acl_drift(client, bucket, pool, observer, res)
+        # Unchanged objects are not re-sent, so their ACL could be a previous run's.
+        keys = res.files_skipped
+        self._enforce_acl(client, bucket, keys, sorted({keys[0], keys[len(keys) // 2], keys[-1]})
+                          if keys else [], pool, observer, res)
         stale = sorted(set(remote) - set(res.keys)) if self.options.delete else []
         res.actions += [{"action": "delete", "key": k, "reason": "stale",
                          "size": remote[k].size} for k in stale]
@@ -1869,36 +1902,43 @@ class _Sync:
                 todo.append(f)
         return todo
 
-    def _fix_acl_drift(self, client: S3Client, bucket: str, pool: Any, observer: Observer,
-                       res: SyncResult) -> None:
-        """Unchanged objects are not re-sent, so their ACL could be a previous run's: a sample
-        of three tells; on a mismatch, the ACL is applied to every unchanged object."""
-        keys = res.files_skipped
-        sample = sorted({keys[0], keys[len(keys) // 2], keys[-1]}) if keys else []
+    def _enforce_acl(self, client: S3Client, bucket: str, keys: List[str], sample: List[str],
+                     pool: Any, observer: Observer, res: SyncResult) -> None:
+        """Make ``keys`` carry the sync's ACL, at a constant cost when nothing needs doing.
+
+        The ACL of ``sample`` tells; on a mismatch it is set on one key and read back, and only
+        if it took is it set on every key.  A server that refuses object ACLs, or does not keep
+        them (GetObjectAcl never shows what was set), gets one warning instead of one failing
+        request per object.
+        """
+        want = self.acl == "public-read"
         try:
-            drift = any(p != (self.acl == "public-read")
-                        for p in pool.map(lambda k: _is_public(client, bucket, k), sample))
-        except EstafetteError as exc:  # a service without object ACLs: nothing to fix
-            res.warnings.append(f"could not check the ACL of unchanged objects: {exc}")
+            if not sample or all(p == want for p in pool.map(
+                    lambda k: _is_public(client, bucket, k), sample)):
+                return
+            res.actions += [{"action": "set-acl", "key": k, "reason": self.acl} for k in keys]
+            if self.options.dry_run:
+                return
+            _put_acl(client, bucket, sample[0], self.acl)
+            kept = _is_public(client, bucket, sample[0]) == want
+        except EstafetteError as exc:
+            res.warnings.append(f"object ACLs not checked: the server refused {exc}")
             return
-        if not drift:
+        if not kept:
+            res.warnings.append("object ACLs not checked: this server does not keep them "
+                                "(GetObjectAcl does not show the ACL just set)")
             return
-        res.actions += [{"action": "set-acl", "key": k, "reason": self.acl} for k in keys]
-        if self.options.dry_run:
-            return
-        observer.say(f"changing the ACL of {len(keys)} unchanged object(s) to {self.acl}")
+        observer.say(f"setting the ACL of {len(keys)} object(s) to {self.acl}")
 
         def put_acl(key: str) -> Optional[str]:
             try:
                 _put_acl(client, bucket, key, self.acl)
                 return None
             except EstafetteError as exc:
-                return f"{key}: cannot set ACL {self.acl}: {exc}"
-        # A warning, not a failure: services that only emulate ACLs (MinIO) refuse the call.
-        failed = [e for e in pool.map(put_acl, keys) if e]
+                return f"{key}: {exc}"
+        failed = [e for e in pool.map(put_acl, keys[1:] if keys[0] == sample[0] else keys) if e]
         if failed:
-            res.warnings.append(f"{len(failed)} unchanged object(s) kept their ACL; first: "
-                                f"{failed[0]}")
+            res.warnings.append(f"{len(failed)} object(s) kept their ACL; first: {failed[0]}")
 
     def _phases(self, todo: List[_File]) -> List[List[_File]]:
         """Assets first, then HTML deepest first, the root index last: no page goes live
@@ -1956,6 +1996,10 @@ class _Sync:
 class _Manager:
     def __init__(self, config: Optional[OVHConfig] = None):
         self.config = config or OVHConfig()
+
+    def _warn(self, line: str) -> None:
+        if self.config.notice:
+            self.config.notice(line)
 
     def _client(self, region: Optional[str] = None, bucket: Optional[str] = None) -> S3Client:
         """The client for ``region``; a bucket name is validated first (no request for a bad
@@ -2042,7 +2086,14 @@ class BucketManager(_Manager):
         """Delete every object, object version and unfinished multipart upload; return count."""
         client = self._client(region, bucket_name)
         # Leftover multipart uploads (a killed deploy) keep a bucket from being deleted.
-        for key, upload_id in _list_uploads(client, bucket_name):
+        try:
+            uploads = _list_uploads(client, bucket_name)
+        except S3Error as exc:
+            if not _unsupported(exc):
+                raise
+            uploads = []
+            self._warn(f"unfinished uploads not checked: this server does not list them ({exc})")
+        for key, upload_id in uploads:
             _abort_upload(client, bucket_name, key, upload_id)
 
         def objects() -> List[Tuple[str, Optional[str]]]:
@@ -2368,7 +2419,11 @@ class _Deploy:
                     step()
                     observer.say(done)
                 except EstafetteError as exc:
-                    res.errors.append(Failure.of("", exc, action))
+                    if not _unsupported(exc):
+                        res.errors.append(Failure.of("", exc, action))
+                    else:  # an optional API this server lacks: the deploy goes on
+                        res.warnings.append(f"{action} skipped: this server does not support "
+                                            f"it ({exc})")
         result = DeploymentResult(not res.errors, bucket, region, res, dry_run=options.dry_run)
         result.direct_urls = [self.client.endpoint.object_url(bucket, k) for k in res.keys]
         if options.static_website:
