@@ -625,6 +625,61 @@ class _Slice:
         self.close()
 
 
+class Proxies(collections.namedtuple("Proxies", "http https no_proxy")):
+    """The forward proxies to use: a proxy URL per scheme (or None) and the NO_PROXY list."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], override: Optional[str] = None) -> "Proxies":
+        """HTTPS_PROXY/HTTP_PROXY/NO_PROXY (either case), as curl and aws read them;
+        ``override`` (--proxy) replaces both proxies, and "" turns them off."""
+        def var(name: str) -> str:
+            return (environ.get(name.upper()) or environ.get(name) or "").strip()
+        if override is not None:
+            http = https = override.strip() or None
+        else:
+            http, https = var("http_proxy") or None, var("https_proxy") or None
+        for url in filter(None, (http, https)):
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname:
+                raise UsageError(f"proxy {_mask_url(url)!r} is not an http:// URL such as "
+                                 "http://proxy.example:3128")
+        no_proxy = tuple(h.strip().lower().lstrip(".") for h in var("no_proxy").split(",")
+                         if h.strip())
+        return cls(http, https, no_proxy)
+
+    def __repr__(self) -> str:  # never a proxy password
+        return (f"Proxies(http={self.http and _mask_url(self.http)!r}, https="
+                f"{self.https and _mask_url(self.https)!r}, no_proxy={self.no_proxy!r})")
+
+    def url_for(self, scheme: str, netloc: str) -> Optional[str]:
+        """The proxy for a request to ``netloc``, or None (direct)."""
+        host = (urllib.parse.urlsplit(f"//{netloc}").hostname or "").lower()
+        for entry in self.no_proxy:  # host suffixes, exact IPs, or * for everything
+            name = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry.strip("[]")
+            if entry == "*" or host == name or host.endswith("." + name):
+                return None
+        return self.https if scheme == "https" else self.http
+
+
+def _proxy_auth(url: str) -> Dict[str, str]:
+    """Proxy-Authorization (Basic) for credentials in a proxy URL, else nothing."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return {}
+    pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+
+def _mask_url(url: str) -> str:
+    """A URL fit to print: its password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
 class Transport:
     """The one place that speaks HTTP: persistent http.client connections, pooled per host.
 
@@ -633,8 +688,8 @@ class Transport:
     another region would break the signature).
     """
 
-    def __init__(self, timeout: float = 60.0):
-        self.timeout = timeout
+    def __init__(self, timeout: float = 60.0, proxies: Optional[Proxies] = None):
+        self.timeout, self.proxies = timeout, proxies
         self._ssl = None
         # (scheme, netloc) -> idle connections; list.pop/append are atomic, so no lock is needed
         self._idle: Dict[Tuple[str, str], List[Any]] = {}
@@ -649,10 +704,22 @@ class Transport:
 
     def _new(self, scheme: str, netloc: str) -> Any:
         import http.client
+        proxy = self.proxies.url_for(scheme, netloc) if self.proxies else None
+        where = urllib.parse.urlsplit(proxy).netloc.rpartition("@")[2] if proxy else netloc
         if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=self.timeout,
+            conn = http.client.HTTPSConnection(where, timeout=self.timeout,
                                                context=self._context(), blocksize=_BLOCK)
-        return http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=_BLOCK)
+        else:
+            conn = http.client.HTTPConnection(where, timeout=self.timeout, blocksize=_BLOCK)
+        # Through a plain-HTTP proxy each request names its absolute URI (RFC 9112 3.2.2) and
+        # carries the proxy's credentials; https goes through a CONNECT tunnel, so TLS and its
+        # certificate check stay end to end.
+        conn.absolute, conn.proxy_headers = bool(proxy) and scheme == "http", {}
+        if proxy and scheme == "https":
+            conn.set_tunnel(netloc, headers=_proxy_auth(proxy))
+        elif proxy:
+            conn.proxy_headers = _proxy_auth(proxy)
+        return conn
 
     def close(self) -> None:
         """Close every idle connection; connections in use close when their answer is read."""
@@ -669,7 +736,7 @@ class Transport:
         ``body`` is bytes, None or a Payload (opened here, and again if the request is resent).
         """
         parts = urllib.parse.urlsplit(url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
         idle = self._idle.setdefault((parts.scheme, parts.netloc), [])
         try:
             conn, reused = idle.pop(), True
@@ -678,8 +745,10 @@ class Transport:
         resent = False
         while True:
             stream = body.open() if isinstance(body, Payload) else body
+            target, sent = (url, {**headers, **conn.proxy_headers}) if conn.absolute \
+                else (path, headers)
             try:
-                conn.request(method, target, body=stream, headers=headers)
+                conn.request(method, target, body=stream, headers=sent)
                 resp = conn.getresponse()
             except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
                 conn.close()
@@ -1194,8 +1263,13 @@ class OVHConfig:
                  secret_key: Optional[str] = None, session_token: Optional[str] = None,
                  environ: Optional[Mapping[str, str]] = None, retries: int = 8,
                  log: Optional[Callable[[str], None]] = None,
-                 transport: Optional[Transport] = None):
+                 transport: Optional[Transport] = None, proxy: Optional[str] = None):
         env = dict(os.environ if environ is None else environ)
+        self.proxies = Proxies.from_environ(env, proxy)
+        if log and (self.proxies.http or self.proxies.https):
+            log(f"proxy for https: {_mask_url(self.proxies.https or 'none')}; for http: "
+                f"{_mask_url(self.proxies.http or 'none')}; NO_PROXY: "
+                f"{','.join(self.proxies.no_proxy) or 'none'}")
         looked: List[str] = []
         self.warnings: List[str] = []
         rclone = _load_rclone(env, config_file, remote, looked, self.warnings)
@@ -1212,7 +1286,7 @@ class OVHConfig:
         self.endpoint_url, self.region = self.resolved.endpoint, self.resolved.region
         self.retries, self.log, self.path_style = retries, log, path_style
         self.notice: Optional[Callable[[str], None]] = None  # see S3Client.notice
-        self.transport = transport or Transport()
+        self.transport = transport or Transport(proxies=self.proxies)
         self._clients: Dict[Endpoint, S3Client] = {}
         self.default_endpoint = self.endpoint_for(self.region)
 
@@ -2332,9 +2406,9 @@ class OVHEstafette:
 
     def __init__(self, config_file: Optional[str] = None, region: Optional[str] = None,
                  console: Any = None, endpoint: Optional[str] = None, **options: Any):
-        self.transport = options.pop("transport", None) or Transport()
         self.config = OVHConfig(config_file=config_file, region=region, endpoint=endpoint,
-                                transport=self.transport, **options)
+                                **options)
+        self.transport = self.config.transport
         self.console = console
         self.bucket_manager = BucketManager(self.config)
         self.file_manager = FileManager(self.config)
@@ -2556,7 +2630,7 @@ class _Parser(argparse.ArgumentParser):
 # SUPPRESS and main() fills in these defaults: a subparser default would otherwise overwrite a
 # value given before the subcommand (bpo-45235).
 _COMMON = {"region": None, "endpoint": None, "config": None, "remote": None, "path_style": False,
-           "retries": 8, "debug": False, "quiet": False, "verbose": False}
+           "proxy": None, "retries": 8, "debug": False, "quiet": False, "verbose": False}
 
 _CONFIG_HELP = """\
 configuration (for each setting the first source that has it wins):
@@ -2567,6 +2641,7 @@ configuration (for each setting the first source that has it wins):
                else the OVH region's endpoint
   region       --region, the endpoint's host, rclone.conf, else EU-WEST-PAR
   CA bundle    AWS_CA_BUNDLE or SSL_CERT_FILE
+  proxy        --proxy, HTTPS_PROXY (https endpoints), HTTP_PROXY (http), NO_PROXY
 
 exit codes: 0 done, 1 an operation failed, 2 bad usage or configuration (nothing sent),
 130 interrupted (re-run the same command to finish)"""
@@ -2584,6 +2659,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     add("--remote", metavar="NAME", help="rclone remote to use (default: the first of type s3)")
     add("--path-style", action="store_true", help="address buckets as host/bucket (default: "
         "bucket.host for OVH, Scaleway and AWS)")
+    add("--proxy", metavar="URL", help="http://[user:password@]host:port of a forward proxy; "
+        "'' for none (default: HTTPS_PROXY/HTTP_PROXY, minus NO_PROXY)")
     add("--retries", type=int, metavar="N", help="attempts per request on throttling or "
         "network errors (default: 8)")
     add("--debug", action="store_true", help="show each request and failure details, never "
@@ -2689,7 +2766,7 @@ def _add_deploy(sub: Any) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     """Every value checked before any request: empty strings, numbers, names, URLs."""
     for name, value in vars(args).items():
-        if isinstance(value, str) and not value.strip() and name not in ("prefix",):
+        if isinstance(value, str) and not value.strip() and name not in ("prefix", "proxy"):
             raise UsageError(f"--{name.replace('_', '-')} must not be empty")
         for item in value if isinstance(value, list) else ():
             if not str(item).strip():
@@ -2709,7 +2786,7 @@ def _app(args: argparse.Namespace, credentials: bool = True) -> OVHEstafette:
     args.display = None if args.quiet else _Display(sys.stderr, args.verbose)
     app = OVHEstafette(args.config, args.region, args.display, args.endpoint,
                        remote=args.remote, path_style=args.path_style, retries=args.retries,
-                       log=log)
+                       log=log, proxy=args.proxy)
     args.app = app  # main() closes its connections
     if not args.quiet:
         app.config.notice = _warn

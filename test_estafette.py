@@ -2768,3 +2768,91 @@ def test_rgw_deploy_website_acls_cors_multipart_and_presign(capsys, rg, site, tm
         assert r.read() == files["css/site.css"]
     log = count_requests(capsys, rg, private, root)
     assert len(log) <= 10, log
+
+
+# --- HTTP(S) proxies: a real forward proxy (proxy.py) carries the traffic ----------------------
+
+@contextlib.contextmanager
+def forward_proxy(tmp_path, auth=None):
+    """proxy.py on a free loopback port; yields (url, log path).  Its access log line for a
+    connection is written when the connection closes."""
+    d = tmp_path / f"proxy-{uuid.uuid4().hex[:6]}"
+    d.mkdir()
+    argv = [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", "0", "--port-file",
+            str(d / "port"), "--num-workers", "1", "--num-acceptors", "1", "--threadless",
+            "--log-level", "INFO", "--log-file", str(d / "proxy.log"), "--data-dir", str(d / "data")]
+    if auth:
+        argv += ["--basic-auth", auth]
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
+    proc = subprocess.Popen(argv, cwd=d, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (d / "port").exists() or not (d / "port").read_text().strip():
+            assert proc.poll() is None and time.monotonic() < deadline, "proxy.py did not start"
+            time.sleep(0.05)
+        port = int((d / "port").read_text().split()[0])
+        yield f"http://{auth + '@' if auth else ''}127.0.0.1:{port}", d / "proxy.log"
+    finally:
+        _stop(proc)
+
+
+def proxy_log(path, needle, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if needle in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
+
+
+def test_deploy_through_an_http_proxy_and_no_proxy(capsys, sw, s3, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    files = make_tree(src, 12, 23)
+    port = urllib.parse.urlsplit(sw.endpoint).port
+    with forward_proxy(tmp_path) as (url, log):
+        monkeypatch.setenv("HTTP_PROXY", url)
+        bucket = new_bucket()
+        code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sw), "--debug")
+        assert code == 0, err
+        assert f"proxy for https: none; for http: {url}" in err
+        assert_exact(s3, bucket, files)
+        assert f"127.0.0.1:{port}/{bucket}" in proxy_log(log, f"127.0.0.1:{port}/{bucket}")
+        # NO_PROXY bypasses it; --proxy '' turns it off; a dead proxy proves which was used
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("NO_PROXY", "example.com,127.0.0.1")
+        assert cli(capsys, "ls", "--bucket", bucket, *ep(sw), "--retries", "1")[0] == 0
+        monkeypatch.delenv("NO_PROXY")
+        assert cli(capsys, "ls", "--bucket", bucket, *ep(sw), "--retries", "1", "--proxy", "")[0] == 0
+        code, _, err = cli(capsys, "ls", "--bucket", bucket, *ep(sw), "--retries", "1")
+        assert code == 1 and "cannot reach" in err
+        code, _, err = cli(capsys, "ls", "--bucket", bucket, *ep(sw), "--proxy", "socks5://x:1")
+        assert code == 2 and "not an http:// URL" in err
+
+
+def test_https_through_a_proxy_tunnel_with_auth_never_shows_the_password(
+        capsys, sw, s3, tmp_path, monkeypatch, tls_cert):
+    src = tmp_path / "src"
+    files = make_tree(src, 8, 29)
+    secret = "pr0xy-S3CRET-pw"
+    with FaultProxy(sw, tls=tls_cert) as https_front, \
+            forward_proxy(tmp_path, auth=f"alice:{secret}") as (url, log):
+        monkeypatch.setenv("AWS_CA_BUNDLE", tls_cert[0])
+        monkeypatch.setenv("HTTPS_PROXY", url)
+        bucket = new_bucket()
+        code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, "--endpoint",
+                             https_front.endpoint, "--region", "us-east-1", "--debug", "--json")
+        assert code == 0, err
+        assert_exact(s3, bucket, files)
+        assert secret not in out + err and "alice:***@" in err
+        port = urllib.parse.urlsplit(https_front.endpoint).port
+        assert f"CONNECT 127.0.0.1:{port}" in proxy_log(log, f"CONNECT 127.0.0.1:{port}")
+        # the certificate is still checked inside the tunnel
+        monkeypatch.delenv("AWS_CA_BUNDLE")
+        code, _, err = cli(capsys, "ls", "--bucket", bucket, "--endpoint", https_front.endpoint)
+        assert code == 1 and "CERTIFICATE_VERIFY_FAILED" in err and secret not in err
+        # wrong proxy credentials: refused by the proxy, the password still not shown
+        monkeypatch.setenv("HTTPS_PROXY", url.replace(secret, "wrong-pw-123"))
+        code, _, err = cli(capsys, "ls", "--bucket", bucket, "--endpoint", https_front.endpoint,
+                           "--retries", "1")
+        assert code == 1 and "wrong-pw-123" not in err, err
