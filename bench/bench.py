@@ -58,9 +58,10 @@ def make_site(root, n_files):
         d = os.path.join(root, rng.choice(dirs))
         os.makedirs(d, exist_ok=True)
         head = f"<!-- file {i} -->\n".encode()  # make every file distinct
-        if ext in TEXT:
-            off = rng.randrange(len(text_pool) - size)
-            body = (head + text_pool[off:off + size])[:size]
+        if ext in TEXT:  # a file longer than the pool (only in larger sites) repeats it
+            pool = text_pool * (size // len(text_pool) + 2) if size >= len(text_pool) else text_pool
+            off = rng.randrange(len(pool) - size)
+            body = (head + pool[off:off + size])[:size]
         else:
             body = rng.randbytes(size)
         with open(os.path.join(d, f"{rng.choice(WORDS)}-{i}{ext}"), "wb") as f:
@@ -412,8 +413,8 @@ def print_tables(res, names):
     print("\n**Wall time** (median seconds; ratio = median of per-run estafette/peer, range in brackets)\n")
     head(["RTT ms", "files", "deploy"] + [f"{n} s" for n in names] + [f"estafette/{p}" for p in peers])
     for k in rows:
-        t = [med(res[k].get(n), "s") for n in names]
-        print("| " + " | ".join([str(k[0]), f"{k[1]:,}", k[2]] + [f"{x:.2f}" if x else "failed" for x in t]
+        t = [_seconds(res[k][n]) if n in res[k] else "-" for n in names]
+        print("| " + " | ".join([str(k[0]), f"{k[1]:,}", k[2]] + t
                                 + [ratio_cell(res[k].get("estafette"), res[k].get(p)) for p in peers]) + " |")
     print("\n**Requests sent** (median per run, counted in the proxy) **and peak RSS** (MiB, max over runs)\n")
     head(["RTT ms", "files", "deploy"] + [f"{n} requests" for n in names] + [f"{n} MiB" for n in names])
@@ -423,6 +424,11 @@ def print_tables(res, names):
         mem = [med(res[k].get(n), "mib") for n in names]
         print("| " + " | ".join([str(k[0]), f"{k[1]:,}", k[2]] + cells + [f"{m:.0f}" if m else "-" for m in mem]) + " |")
     print_mix(res, rows, names)
+
+
+def _seconds(runs):
+    m = med(runs, "s")
+    return "failed" if m is None else f"{m:.2f}"
 
 
 def _throttled(q):
@@ -457,6 +463,7 @@ def parse_args():
     ap.add_argument("--trace", action="store_true", help="the proxy logs every request to logs/proxy-trace.txt")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, server data)")
+    ap.add_argument("--report", nargs="+", metavar="JSON", help="only print the tables of saved --json runs, merged")
     a = ap.parse_args()
     if a.quick:
         a.runs, a.rtt, a.files = 1, "0,20", "2000"
@@ -465,8 +472,23 @@ def parse_args():
     return a
 
 
+def report(paths):
+    """Merge the raw runs of several --json files (a later file's cell replaces an earlier one's)."""
+    res, names = {}, []
+    for path in paths:
+        with open(path) as f:
+            raw = json.load(f)["raw"]
+        for key, tools in raw.items():
+            rtt, n, scen = key.split("|")
+            res[(rtt if rtt == "direct" else int(rtt), int(n), scen)] = tools
+            names += [t for t in tools if t not in names]
+    print_tables(res, names)
+
+
 def main():
     a = parse_args()
+    if a.report:
+        return report(a.report)
     work = tempfile.mkdtemp(prefix="estafette-bench-")
     data = a.data or os.path.join(work, "data")
     ca, cert, key = make_certs(os.path.join(work, "tls"))
