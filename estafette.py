@@ -30,6 +30,7 @@ __version__ = "1.1.0"
 __all__ = [
     "EstafetteError", "UsageError", "S3Error", "Cancelled",
     "OVHCredentials", "OVHRegionConfig", "BucketInfo", "CORSPolicy", "DeploymentResult",
+    "Check", "VerifyResult",
     "RemoteObject", "SyncResult", "SyncOptions", "Failure", "OVHConfig", "Endpoint", "Provider",
     "PROVIDERS", "S3Client", "Transport", "Observer", "BucketManager", "FileManager",
     "CORSManager", "WebsiteManager", "URLGenerator", "OVHEstafette", "sign_request",
@@ -236,6 +237,14 @@ class SyncOptions(_Model):
     skip_cors: bool = False
     cors_origins: List[str] = []
     dry_run: bool = False
+    exclude: List[str] = []  # GLOBs; the last matching include/exclude rule decides
+    include: List[str] = []  # GLOBs, after the excludes: an include overrides an exclude
+    exclude_from: List[str] = []  # files of exclude GLOBs, one a line
+    # The CLI's --exclude/--include/--exclude-from in command-line order: (kind, GLOB or FILE)
+    # pairs, kind "exclude", "include" or "exclude-from"; they come after the three lists.
+    filters: List[Tuple[str, str]] = []
+    redirects: List[str] = []  # "FROM=TO" (or (FROM, TO) pairs): zero-byte redirect objects
+    redirects_from: List[str] = []  # files of "FROM TO" lines
 
     def __init__(self, **fields: Any) -> None:  # keyword-only: no field binds to a wrong slot
         super().__init__(**fields)
@@ -259,6 +268,31 @@ class SyncResult(_Model):
     actions: List[Dict[str, Any]] = []  # the plan: action, key, reason
     keys: List[str] = []  # every key the source maps to
     warnings: List[str] = []
+    files_excluded: List[str] = []  # keys of local files the include/exclude rules leave out
+    remote_excluded: List[str] = []  # remote keys the rules match: never deleted
+
+
+class Check(collections.namedtuple("Check", "name ok expected got", defaults=("", "")),
+            _Record):
+    """One verify check: what was checked, whether it passed, what was expected and what came
+    back."""
+
+    __slots__ = ()
+
+
+class VerifyResult(_Model):
+    """A verify run: its checks, and notes on the checks it could not run (and why)."""
+
+    bucket_name: str
+    checks: List[Check] = []
+    notes: List[str] = []
+    website_url: Optional[str] = None
+
+    success = property(lambda self: all(c.ok for c in self.checks))
+    failed = property(lambda self: [c for c in self.checks if not c.ok])
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**super().to_dict(), "success": self.success}
 
 
 class DeploymentResult(_Model):
@@ -1391,6 +1425,8 @@ MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MIN_PART_SIZE = 8 * 1024 * 1024  # S3's minimum is 5 MiB
 DEFAULT_JOBS = 16  # 16 workers beat 8 by ~30% on a 2,000-file deploy; 32 gained little more
 PART_JOBS = 4  # parts in flight per upload: 4 beat 16 (the server shares the cores); rclone's 4
+DEFAULT_SAMPLE = 20  # objects read back by verify (all with full)
+FOREIGN_ORIGIN = "https://estafette-verify.invalid"  # .invalid is never a real site (RFC 2606)
 _SMALL = 1024 * 1024  # bodies up to this size are read into memory
 
 
@@ -1405,7 +1441,7 @@ class _File:
     """A local file to publish: where it is, its key, the headers its rules give, its hash."""
 
     __slots__ = ("path", "rel", "key", "size", "content_type", "cache_control", "gzip", "md5",
-                 "body_path", "reason", "part_sha256")
+                 "body_path", "reason", "part_sha256", "redirect")
 
     def __init__(self, path: str, rel: str, key: str, size: int, content_type: str = "",
                  cache_control: Optional[str] = None, gzip: bool = False):
@@ -1415,6 +1451,7 @@ class _File:
         self.body_path = path  # what is uploaded: the file itself or its gzip copy
         self.reason = ""
         self.part_sha256: Optional[Dict[int, str]] = None  # part offset -> payload hash
+        self.redirect: Optional[str] = None  # a redirect object's target (its body is empty)
 
     @property
     def md5_b64(self) -> str:
@@ -1519,6 +1556,113 @@ def _parse_rules(rules: Iterable[str], option: str) -> List[Tuple[str, str]]:
 def _first_match(rules: Sequence[Tuple[str, str]], rel: str) -> Optional[str]:
     import fnmatch
     return next((value for glob, value in rules if fnmatch.fnmatchcase(rel, glob)), None)
+
+
+def _glob_regex(glob: str) -> Any:
+    """A path pattern, compiled: ``*`` and ``?`` stay inside a folder name, ``**`` spans folders,
+    a trailing ``/`` matches a folder and everything under it.  A pattern with no other ``/``
+    matches at any depth, one with a ``/`` (or a leading one) from the source root, as in
+    .gitignore and rclone.  A pattern matching a folder matches everything under it."""
+    anchored = glob.startswith("/") or "/" in glob.strip("/")
+    folder, pat = glob.endswith("/"), glob.strip("/")
+    out, i = [], 0
+    while i < len(pat):
+        if pat.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pat.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        c = pat[i]
+        end = pat.find("]", i + 2) if c == "[" else -1
+        if end > 0:  # a character class: [abc], [a-z], [!abc]
+            body = pat[i + 1:end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body)
+                       .replace("\\", "\\\\") + "]")
+            i = end + 1
+            continue
+        out.append("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c))
+        i += 1
+    return re.compile(("" if anchored else "(?:.*/)?") + "".join(out)
+                      + ("/.*" if folder else "(?:/.*)?"), re.S)
+
+
+def _read_lines(path: str, option: str) -> List[str]:
+    """The meaningful lines of a rules file: stripped, without blanks and # comments."""
+    try:
+        with open(path, encoding="utf-8") as src:
+            lines = [line.strip() for line in src]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option} {path}: cannot read it: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+class _Rules:
+    """Include/exclude rules in order; the last rule that matches a path decides, as in
+    aws s3 sync (so ``--exclude '*' --include '*.html'`` publishes only HTML)."""
+
+    def __init__(self, options: SyncOptions):
+        items = ([("exclude", g) for g in options.exclude]
+                 + [("exclude-from", f) for f in _listed(options.exclude_from)]
+                 + [("include", g) for g in options.include] + list(options.filters))
+        self.rules: List[Tuple[bool, Any]] = []
+        for kind, value in items:
+            globs = _read_lines(value, "--exclude-from") if kind == "exclude-from" else [value]
+            if kind not in ("exclude", "include", "exclude-from"):
+                raise UsageError(f"unknown filter kind {kind!r}: use exclude, include or "
+                                 "exclude-from")
+            for glob in globs:
+                if not isinstance(glob, str) or not glob.strip("/ "):
+                    raise UsageError(f"--{kind} {glob!r}: give a pattern such as '*.map' or "
+                                     "'drafts/'")
+                self.rules.append((kind == "include", _glob_regex(glob)))
+
+    def excluded(self, rel: str) -> bool:
+        for include, rx in reversed(self.rules):
+            if rx.fullmatch(rel):
+                return not include
+        return False
+
+
+def _listed(value: Any) -> List[Any]:
+    """A list from an option that may be given as one string."""
+    return [value] if isinstance(value, str) else list(value or ())
+
+
+def _parse_redirects(options: SyncOptions, prefix: str, index: str) -> Dict[str, str]:
+    """{key: target} from FROM=TO rules and FROM TO files; every value checked (UsageError).
+
+    FROM is a path of the site (a leading / is dropped; a folder path gets the index
+    document); TO is a path starting with / or an absolute http(s) URL.
+    """
+    pairs = []
+    given = options.redirects
+    for item in given.items() if hasattr(given, "items") else _listed(given):
+        src, sep, to = item.partition("=") if isinstance(item, str) else (item[0], "=", item[1])
+        pairs.append(("--redirect", item, src, to if sep else ""))
+    for path in _listed(options.redirects_from):
+        for line in _read_lines(path, "--redirects-from"):
+            fields = line.split()
+            pairs.append((f"--redirects-from {path}:", line, fields[0],
+                          fields[1] if len(fields) == 2 else ""))
+    out: Dict[str, str] = {}
+    for option, given, src, to in pairs:
+        key = prefix + src.strip().lstrip("/")
+        key += index if key.endswith("/") or key == prefix else ""
+        url = urllib.parse.urlsplit(to)
+        if not to or not _printable(to, space=False) or not (
+                to.startswith("/") or (url.scheme in ("http", "https") and url.netloc)):
+            raise UsageError(f"{option} {given!r}: expected FROM=TO (FROM TO in a file), TO a "
+                             "path starting with / or an http(s) URL, e.g. old.html=/new.html")
+        if any(c < " " for c in key) or len(key.encode("utf-8")) > MAX_KEY_BYTES:
+            raise UsageError(f"{option} {given!r}: FROM is not a valid key")
+        if out.get(key, to) != to:
+            raise UsageError(f"{option} {given!r}: {key} already redirects to {out[key]}")
+        out[key] = to
+    return out
 
 
 def _hash_file(f: _File, tmpdir: Optional[str], parts: Any = None, psize: int = 0,
@@ -1686,6 +1830,11 @@ def _remote_md5(client: S3Client, bucket: str, key: str) -> Optional[bytes]:
         return None
 
 
+def _remote_redirect(client: S3Client, bucket: str, key: str) -> str:
+    """Where a remote object redirects ("" if it does not)."""
+    return client.request("HEAD", bucket, key).headers.get("x-amz-website-redirect-location", "")
+
+
 def _landed(client: S3Client, bucket: str, f: _File) -> bool:
     """True if the object is there and carries f's MD5."""
     try:
@@ -1704,6 +1853,8 @@ def _put_file(client: S3Client, bucket: str, f: _File, acl: str, parts: Any,
         headers["Cache-Control"] = f.cache_control
     if f.gzip:
         headers["Content-Encoding"] = "gzip"
+    if f.redirect is not None:
+        headers["x-amz-website-redirect-location"] = f.redirect
     if f.size >= MULTIPART_THRESHOLD:
         _multipart(client, bucket, f, headers, parts, observer)
     else:
@@ -1818,13 +1969,49 @@ class _Sync:
         self.files, notes, self.errors = scan_source(source, self.prefix)
         # Dotfiles are skipped silently (that is the rule); skipped symlinks are reported.
         self.warnings = [n for n in notes if "symlink" in n]
+        self._select(options)
         if options.delete and not self.files:
             raise UsageError(f"source {source!r} holds no file to publish; refusing --delete, "
                              "which would remove everything under the prefix")
+        self.files += self._redirect_files(options)
         for f in self.files:
             f.content_type = _first_match(types, f.rel) or content_type_for(f.rel)
             f.cache_control = _first_match(cache, f.rel)
-            f.gzip = _first_match(gzip, f.rel) is not None
+            f.gzip = f.redirect is None and _first_match(gzip, f.rel) is not None
+
+    def _select(self, options: SyncOptions) -> None:
+        """Leave out the files the include/exclude rules exclude (dotfiles are already out:
+        an include never brings one back)."""
+        self.rules = _Rules(options)
+        kept = [f for f in self.files if not self.rules.excluded(f.rel)]
+        self.excluded = [f.key for f in self.files if f not in kept] if len(kept) < len(
+            self.files) else []
+        self.files = kept
+
+    def _redirect_files(self, options: SyncOptions) -> List[_File]:
+        """The redirects as files: empty bodies (os.devnull) carrying their target."""
+        redirects = _parse_redirects(options, self.prefix, options.index_document)
+        taken = {f.key for f in self.files} & set(redirects)
+        if taken:
+            raise UsageError(f"redirect from {sorted(taken)[0]}: a file of the source has this "
+                             "key; remove one of them")
+        out = []
+        for key, target in sorted(redirects.items()):
+            f = _File(os.devnull, key[len(self.prefix):], key, 0)
+            f.redirect = target
+            out.append(f)
+        return out
+
+    def _stale(self, remote: Dict[str, RemoteObject], res: SyncResult) -> List[str]:
+        """Remote keys with no local file, except those the rules exclude (kept, recorded)."""
+        n = len(self.prefix)
+        res.remote_excluded = sorted(k for k in remote if self.rules.excluded(k[n:]))
+        res.actions += [{"action": "exclude", "key": k, "reason": "remote"}
+                        for k in res.remote_excluded]
+        if not self.options.delete:
+            return []
+        kept = set(res.keys) | set(res.remote_excluded)
+        return sorted(k for k in remote if k not in kept)
 
     def run(self, client: S3Client, bucket: str, observer: Optional[Observer] = None,
             res: Optional[SyncResult] = None) -> SyncResult:
@@ -1839,6 +2026,8 @@ class _Sync:
         res.errors += self.errors
         res.keys += [f.key for f in self.files]
         res.warnings += self.warnings
+        res.files_excluded += self.excluded
+        res.actions += [{"action": "exclude", "key": k, "reason": "local"} for k in self.excluded]
         tmpdir = tempfile.mkdtemp(prefix="estafette-") if any(f.gzip for f in self.files) \
             else None
         jobs = self.options.jobs
@@ -1883,7 +2072,7 @@ class _Sync:
         keys = res.files_skipped
         self._enforce_acl(client, bucket, keys, sorted({keys[0], keys[len(keys) // 2], keys[-1]})
                           if keys else [], pool, observer, res)
-        stale = sorted(set(remote) - set(res.keys)) if self.options.delete else []
+        stale = self._stale(remote, res)
         res.actions += [{"action": "delete", "key": k, "reason": "stale",
                          "size": remote[k].size} for k in stale]
         return todo, stale
@@ -1953,6 +2142,8 @@ class _Sync:
                 f.reason = "forced"
             elif have.size != f.size:
                 f.reason = "changed"
+            elif f.redirect is not None:  # every redirect is b"": one HEAD for its target
+                heads[f.key] = pool.submit(_remote_redirect, client, bucket, f.key)
             elif "-" not in have.etag:  # a single-part ETag is the MD5 of the bytes
                 f.reason = "unchanged" if have.etag.lower() == f.md5.hex() else "changed"
             else:  # multipart ETags are not MD5s: one HEAD for the md5chksum metadata
@@ -1961,7 +2152,8 @@ class _Sync:
         for f in self.files:
             if f.key in heads:
                 try:
-                    f.reason = "unchanged" if heads[f.key].result() == f.md5 else "changed"
+                    want = f.md5 if f.redirect is None else f.redirect
+                    f.reason = "unchanged" if heads[f.key].result() == want else "changed"
                 except S3Error as exc:
                     f.reason = "new" if exc.status == 404 else "error"  # gone since listed
                     if exc.status != 404:
@@ -1969,7 +2161,8 @@ class _Sync:
             if f.reason == "error":
                 continue
             res.actions.append({"action": "skip" if f.reason == "unchanged" else "upload",
-                                "key": f.key, "reason": f.reason, "size": f.size})
+                                "key": f.key, "reason": f.reason, "size": f.size,
+                                **({"redirect": f.redirect} if f.redirect else {})})
             if f.reason == "unchanged":
                 res.files_skipped.append(f.key)
             else:
@@ -2203,8 +2396,14 @@ class FileManager(_Manager):
                    max_delete: int = 1000, force: bool = False, jobs: int = DEFAULT_JOBS,
                    cache_control: Iterable[str] = (), content_types: Iterable[str] = (),
                    gzip: Iterable[str] = (), index_document: str = "index.html",
-                   console: Any = None, options: Optional[SyncOptions] = None) -> SyncResult:
+                   console: Any = None, options: Optional[SyncOptions] = None,
+                   exclude: Iterable[str] = (), include: Iterable[str] = (),
+                   exclude_from: Iterable[str] = (), redirects: Iterable[Any] = (),
+                   redirects_from: Iterable[str] = ()) -> SyncResult:
         """Upload what changed in ``source_path`` (by MD5), in a safe order; see SyncResult.
+
+        Files the include/exclude rules exclude are left out and their remote keys never
+        deleted; redirects become zero-byte objects (see OVHEstafette.deploy).
 
         Objects are public-read with ``static_website`` or ``acl="public-read"``, else private.
         ``options`` (a SyncOptions) replaces the keyword arguments after ``region``.
@@ -2338,18 +2537,31 @@ class CORSManager(_Manager):
     def test_cors(self, bucket_name: str, region: Optional[str] = None,
                   origin: str = "", file_path: str = "index.html") -> bool:
         """Send a browser-like preflight (unsigned OPTIONS); True if ``origin`` is allowed."""
-        import http.client
+        return self.preflight(bucket_name, region, origin, file_path)[0]
+
+    def preflight(self, bucket_name: str, region: Optional[str] = None, origin: str = "",
+                  file_path: str = "index.html") -> Tuple[bool, str]:
+        """(allowed, what came back: status and Access-Control-Allow-Origin) for a preflight."""
         validate_bucket_name(bucket_name)
         validate_origin(origin)
         url = self.config.endpoint_for(region).object_url(bucket_name, file_path.lstrip("/"))
-        headers = {"Origin": origin, "Access-Control-Request-Method": "GET",
-                   "Host": _netloc(urllib.parse.urlsplit(url))}
-        try:
-            resp = self.config.transport.send("OPTIONS", url, headers)
-        except (OSError, http.client.HTTPException) as exc:
-            raise EstafetteError(f"CORS preflight to {url} failed: {exc}") from None
+        resp = _visit(self.config.transport, "OPTIONS", url, {
+            "Origin": origin, "Access-Control-Request-Method": "GET"})
         allowed = resp.headers.get("access-control-allow-origin", "")
-        return resp.status < 300 and allowed in (origin, "*")
+        ok = resp.status < 300 and allowed in (origin, "*")
+        return ok, (f"{'allowed' if ok else 'refused'} ({resp.status}, "
+                    f"Access-Control-Allow-Origin: {allowed or 'none'})")
+
+
+def _visit(transport: Transport, method: str, url: str, headers: Optional[Dict[str, str]] = None,
+           host: Optional[str] = None) -> Response:
+    """An anonymous (unsigned) request, as a visitor's browser sends it."""
+    import http.client
+    sent = {"Host": host or _netloc(urllib.parse.urlsplit(url)), **(headers or {})}
+    try:
+        return transport.send(method, url, sent)
+    except (OSError, http.client.HTTPException) as exc:
+        raise EstafetteError(f"{method} {url} failed: {exc}") from None
 
 
 def _origin(url: str) -> str:
@@ -2437,16 +2649,37 @@ class OVHEstafette:
                delete: bool = False, max_delete: int = 1000, force: bool = False,
                jobs: int = DEFAULT_JOBS, cache_control: Iterable[str] = (),
                content_types: Iterable[str] = (), gzip: Iterable[str] = (),
-               options: Optional[SyncOptions] = None) -> DeploymentResult:
+               options: Optional[SyncOptions] = None, exclude: Iterable[str] = (),
+               include: Iterable[str] = (), exclude_from: Iterable[str] = (),
+               redirects: Iterable[Any] = (),
+               redirects_from: Iterable[str] = ()) -> DeploymentResult:
         """Validate, create the bucket if missing, sync, then (static_website) publish.
 
         Objects are public-read with ``static_website`` or ``acl="public-read"``, else private.
+        ``exclude``/``include``: GLOBs, the last matching rule wins (includes come after the
+        excludes); ``redirects``: "FROM=TO" strings or (FROM, TO) pairs.
         ``options`` (a SyncOptions) replaces the keyword arguments after ``source_dir``.  Bad
         input raises UsageError before any request; failed operations are listed in
         ``errors`` (``success`` False) when the deploy could go on past them.
         """
         options = options or SyncOptions.of(locals())
         return _Deploy(self, bucket_name, source_dir, options).run(_observer(self.console))
+
+    def verify(self, bucket_name: str, prefix: str = "", origins: Iterable[str] = (),
+               website_url: Optional[str] = None, website_host: Optional[str] = None,
+               sample: int = DEFAULT_SAMPLE, full: bool = False, acl: str = "public-read",
+               cache_control: Iterable[str] = (), content_types: Iterable[str] = (),
+               gzip: Iterable[str] = (), options: Optional[SyncOptions] = None) -> VerifyResult:
+        """Check a deployed site as a visitor (anonymous requests); see VerifyResult.
+
+        ``acl``: what visitors should get (public-read: the objects; private: refusals).
+        ``options`` (a SyncOptions, e.g. a deploy's) replaces prefix, acl and the rules.
+        ``website_url`` (+ ``website_host``, the Host header, ``{bucket}`` replaced) names the
+        website endpoint where the provider's is not known.
+        """
+        options = options or SyncOptions.of(locals())
+        return _Verify(self, bucket_name, options, origins, website_url, website_host, sample,
+                       full).run()
 
     def list_buckets(self) -> List[BucketInfo]:
         return self.bucket_manager.list_buckets()
@@ -2524,6 +2757,215 @@ class _Deploy:
                 policy.allowed_origins), lambda: app.cors_manager.apply_cors_policy(
                     bucket, cors_policy=policy)))
         return steps
+
+
+class _Verify:
+    """One verify: inputs checked at construction (no request), then run(): signed requests
+    read what to expect (listing, website and CORS configuration), anonymous ones check it."""
+
+    def __init__(self, app: OVHEstafette, bucket: str, options: SyncOptions,
+                 origins: Iterable[str] = (), website_url: Optional[str] = None,
+                 website_host: Optional[str] = None, sample: int = DEFAULT_SAMPLE,
+                 full: bool = False):
+        validate_bucket_name(bucket)
+        self.origins = [validate_origin(o) for o in _listed(origins)]
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+            raise UsageError(f"--sample must be at least 0, got {sample!r}")
+        acl = options.acl or ("public-read" if options.static_website else "private")
+        if acl not in ("private", "public-read"):
+            raise UsageError(f"unsupported ACL {acl!r}: use private or public-read")
+        self.public, self.sample, self.full = acl == "public-read", sample, full
+        self.types = _parse_rules(options.content_types, "--content-type")
+        self.cache = _parse_rules(options.cache_control, "--cache-control")
+        self.gzip = [(glob, "gzip") for glob in options.gzip]
+        self.app, self.bucket, self.options = app, bucket, options
+        self.prefix = normalize_prefix(options.prefix)
+        self.client = app.config.client()
+        self.base, self.host = self._website_base(website_url, website_host)
+        self.transport = app.config.transport
+
+    def _website_base(self, url: Optional[str], host: Optional[str]
+                      ) -> Tuple[Optional[str], Optional[str]]:
+        """(website base URL, Host header to send) from the options, else the provider's."""
+        if host is not None and not url:
+            raise UsageError("--website-host needs --website-url")
+        if not url:
+            return self.client.endpoint.website_host(self.bucket), None
+        parts = urllib.parse.urlsplit(url.strip())
+        try:
+            netloc = _netloc(parts) if parts.scheme in ("http", "https") else ""
+        except ValueError:
+            netloc = ""
+        if not netloc or parts.path not in ("", "/") or parts.query or parts.username:
+            raise UsageError(f"--website-url {url!r}: expected scheme://host[:port], e.g. "
+                             "http://127.0.0.1:9000")
+        host = (host or netloc).replace("{bucket}", self.bucket)
+        if not _printable(host, space=False):
+            raise UsageError(f"--website-host {host!r} is not a host name")
+        return f"{parts.scheme}://{netloc}", host
+
+    def run(self) -> VerifyResult:
+        res = VerifyResult(self.bucket, website_url=self.base)
+        objects = list(_list_objects(self.client, self.bucket, self.prefix))
+        redirects = self._redirects(objects)
+        files = [o for o in objects if o.key not in redirects]
+        self._website(res)
+        self._cors(res, files)
+        self._objects(res, files)
+        self._redirect_checks(res, redirects)
+        return res
+
+    def _page(self, key: str) -> str:
+        return f"{self.base}/{_uri_encode(key, safe='-_.~/')}"
+
+    def _website(self, res: VerifyResult) -> None:
+        """The website root answers HTML; a missing page answers with the error document."""
+        if not self.public or self.base is None:
+            res.notes.append("website checks skipped: " + (
+                "the objects are private" if not self.public else "no website URL is known "
+                "for this endpoint (give --website-url)"))
+            return
+        try:
+            root = _xml(self.client.request("GET", self.bucket, query=[("website", None)]).body)
+            error = _text(root.find("{*}ErrorDocument") if root is not None else None, "Key")
+        except S3Error as exc:
+            if not (_unsupported(exc) or exc.status == 404):
+                raise
+            if not _unsupported(exc):
+                res.notes.append("website checks skipped: the bucket has no website "
+                                 "configuration")
+                return
+            error = self.options.error_document  # a server that cannot say: the default
+        url = self._page(self.prefix)
+        res.checks.append(self._visit_check(f"website root {url}", "200 text/html", url, lambda r: (
+            r.status == 200 and r.headers.get("content-type", "").startswith("text/html"),
+            f"{r.status} {r.headers.get('content-type') or 'no Content-Type'}")))
+        if not error:
+            res.notes.append("missing-page check skipped: no error document is configured")
+            return
+        try:
+            want: Optional[bytes] = self.client.request("GET", self.bucket, error).body
+        except S3Error as exc:
+            if exc.status != 404:
+                raise
+            want = None
+        url = self._page(f"{self.prefix}estafette-verify-{os.urandom(6).hex()}.html")
+        # 403 is what AWS and Ceph answer when the bucket is not listable by everyone.
+        res.checks.append(self._visit_check(
+            f"missing page {url}", f"404 (or 403) with {error}'s body", url, lambda r: (
+                r.status in (403, 404) and r.body == want, f"{r.status} with " + (
+                    f"no {error} in the bucket" if want is None else "the error document"
+                    if r.body == want else f"another body ({len(r.body)} bytes)"))))
+
+    def _visit_check(self, name: str, expected: str, url: str,
+                     judge: Callable[[Response], Tuple[bool, str]]) -> Check:
+        """A check of one anonymous website GET; a network failure is a failed check."""
+        try:
+            resp = _visit(self.transport, "GET", url, host=self.host)
+        except EstafetteError as exc:
+            return Check(name, False, expected, str(exc))
+        ok, got = judge(resp)
+        return Check(name, ok, expected, got)
+
+    def _cors(self, res: VerifyResult, files: List[RemoteObject]) -> None:
+        """Each configured or given origin is allowed; a foreign one is refused."""
+        try:
+            policy = self.app.cors_manager.get_cors_policy(self.bucket)
+        except S3Error as exc:
+            if not _unsupported(exc):
+                raise
+            policy = None
+            res.notes.append(f"CORS rules not read: this server does not support it ({exc})")
+        configured = policy.allowed_origins if policy else []
+        keys = [o.key for o in files]
+        key = self.prefix + self.options.index_document
+        key = key if key in keys or not keys else keys[0]
+        for origin in dict.fromkeys([o for o in configured if o != "*"] + self.origins):
+            res.checks.append(self._preflight(origin, key, True))
+        if "*" in configured:
+            res.notes.append("foreign-origin check skipped: the CORS rules allow every origin")
+        else:
+            res.checks.append(self._preflight(FOREIGN_ORIGIN, key, False))
+
+    def _preflight(self, origin: str, key: str, allowed: bool) -> Check:
+        name = f"CORS preflight from {origin}"
+        try:
+            ok, got = self.app.cors_manager.preflight(self.bucket, origin=origin, file_path=key)
+        except EstafetteError as exc:
+            return Check(name, False, "allowed" if allowed else "refused", str(exc))
+        return Check(name, ok == allowed, "allowed" if allowed else "refused", got)
+
+    def _objects(self, res: VerifyResult, files: List[RemoteObject]) -> None:
+        """A sample of objects (all with full) read anonymously, as the rules want them."""
+        import random
+        from concurrent.futures import ThreadPoolExecutor
+        chosen = files if self.full else random.sample(files, min(self.sample, len(files)))
+        with ThreadPoolExecutor(8) as pool:
+            res.checks += list(pool.map(self._object, sorted(chosen, key=lambda o: o.key)))
+
+    def _object(self, o: RemoteObject) -> Check:
+        import hashlib
+        name = f"object {o.key}"
+        try:
+            resp = _visit(self.transport, "GET", self.client.endpoint.object_url(self.bucket,
+                                                                                   o.key))
+        except EstafetteError as exc:
+            return Check(name, False, "an answer", str(exc))
+        if not self.public:
+            refused = resp.status in (401, 403)
+            return Check(name, refused, "refused anonymously (403)",
+                         f"{'refused' if refused else 'answered'} anonymously ({resp.status})")
+        if resp.status != 200:
+            return Check(name, False, "200 (readable anonymously)", f"{resp.status}")
+        rel, h = o.key[len(self.prefix):], resp.headers
+        want = {"Content-Type": _first_match(self.types, rel) or content_type_for(rel),
+                "Cache-Control": _first_match(self.cache, rel) or "",
+                "Content-Encoding": _first_match(self.gzip, rel) or "",
+                "MD5": _stored_md5(o, h)}
+        got = {"Content-Type": h.get("content-type", ""), "Cache-Control": h.get(
+            "cache-control", ""), "Content-Encoding": h.get("content-encoding", ""),
+            "MD5": hashlib.md5(resp.body).hexdigest()}
+        same = (lambda a, b: a.replace(" ", "").lower() == b.replace(" ", "").lower())
+        wrong = [k for k in want if want[k] is not None and not same(want[k], got[k])]
+        if not wrong:
+            return Check(name, True, "", "200, " + ", ".join(
+                v if k != "MD5" else "MD5 matches" for k, v in got.items() if v))
+        return Check(name, False, "; ".join(f"{k} {want[k] or 'none'}" for k in wrong),
+                     "; ".join(f"{k} {got[k] or 'none'}" for k in wrong))
+
+    def _redirects(self, objects: List[RemoteObject]) -> Dict[str, str]:
+        """{key: target} of the redirect objects (the empty ones: one signed HEAD each)."""
+        from concurrent.futures import ThreadPoolExecutor
+        empty = [o.key for o in objects if o.size == 0]
+        with ThreadPoolExecutor(8) as pool:
+            targets = list(pool.map(lambda k: _remote_redirect(self.client, self.bucket, k),
+                                    empty))
+        return {k: t for k, t in zip(empty, targets) if t}
+
+    def _redirect_checks(self, res: VerifyResult, redirects: Dict[str, str]) -> None:
+        """Each redirect answers 3xx with its Location, on the website endpoint."""
+        if redirects and (self.base is None or not self.public):
+            res.notes.append(f"{len(redirects)} redirect(s) not checked: no public website "
+                             "to ask")
+            return
+        for key, target in sorted(redirects.items()):
+            url = self._page(key)
+            full = urllib.parse.urljoin(self.base + "/", target)
+            res.checks.append(self._visit_check(f"redirect /{key}", f"3xx to {target}", url,
+                                                lambda r, t=target, f=full: (
+                300 <= r.status < 400 and r.headers.get("location") in (t, f),
+                f"{r.status}" + (f" to {r.headers['location']}" if r.headers.get("location")
+                                 else " without Location"))))
+
+
+def _stored_md5(o: RemoteObject, headers: Mapping[str, str]) -> Optional[str]:
+    """The MD5 the server stored for an object (hex), None when it cannot be known."""
+    try:
+        if headers.get("x-amz-meta-md5chksum"):
+            return base64.b64decode(headers["x-amz-meta-md5chksum"]).hex()
+    except ValueError:
+        pass
+    return o.etag.lower() if re.fullmatch(r"[0-9a-fA-F]{32}", o.etag) else None
 
 
 # --- Terminal output ----------------------------------------------------------------------------
@@ -2700,6 +3142,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--origin", action="append", default=[], metavar="URL", help="another "
                    "origin to allow, scheme://host[:port] (repeatable; default: none)")
     p.set_defaults(func=cmd_cors_apply)
+    _add_verify(sub)
+    p = _sub(sub, "cors-test", "send a browser's CORS preflight for an origin (exit 0 "
+             "allowed, 1 refused)", "estafette cors-test --bucket my-site --origin "
+             "https://app.example.com")
+    p.add_argument("--bucket", required=True, metavar="NAME", help="the bucket (required)")
+    p.add_argument("--origin", required=True, metavar="URL", help="the origin asking, "
+                   "scheme://host[:port] (required)")
+    p.add_argument("--path", default="index.html", metavar="KEY", help="the object asked for "
+                   "(default: index.html)")
+    p.set_defaults(func=cmd_cors_test)
     p = _sub(sub, "ls", "list objects", "estafette ls --bucket my-site --prefix blog/ -r")
     p.add_argument("--bucket", required=True, metavar="NAME", help="the bucket (required)")
     p.add_argument("--prefix", default="", metavar="P", help="only keys starting with P "
@@ -2759,8 +3211,67 @@ def _add_deploy(sub: Any) -> None:
       "by extension)")
     a("--gzip", action="append", default=[], metavar="GLOB", help="store matching files "
       "gzip-compressed, Content-Encoding: gzip (repeatable; default: none)")
+    a("--exclude", dest="filters", action=_Filter, default=[], metavar="GLOB", help="leave "
+      "out matching files, and never delete matching remote keys; with --include, the last "
+      "matching rule wins (repeatable; default: none)")
+    a("--include", dest="filters", action=_Filter, metavar="GLOB", help="take back matching "
+      "files an earlier --exclude left out; dotfiles stay out (repeatable; default: none)")
+    a("--exclude-from", dest="filters", action=_Filter, metavar="FILE", help="--exclude each "
+      "pattern of FILE, one a line, # for comments (repeatable; default: none)")
+    a("--redirect", dest="redirects", action="append", default=[], metavar="FROM=TO",
+      help="a zero-byte object at FROM that the website redirects to TO, a /path or an "
+      "http(s) URL (repeatable; default: none)")
+    a("--redirects-from", action="append", default=[], metavar="FILE", help="a redirect for "
+      "each 'FROM TO' line of FILE, # for comments (repeatable; default: none)")
+    a("--verify", action="store_true", help="after the upload, check the site as a visitor "
+      "(see the verify command; default: off)")
+    _add_website_url(p)
     a("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_deploy)
+    p.set_defaults(func=cmd_deploy, exclude=[], include=[], exclude_from=[])
+
+
+def _add_verify(sub: Any) -> None:
+    p = _sub(sub, "verify", "check a deployed site as a visitor: pages, error page, CORS, "
+             "object headers and bytes, redirects (exit 1 if a check fails)",
+             "estafette verify --bucket my-site --origin https://app.example.com")
+    a = p.add_argument
+    a("--bucket", required=True, metavar="NAME", help="the bucket (required)")
+    a("--prefix", default="", metavar="P", help="the deploy's key prefix (default: none)")
+    a("--origin", dest="origins", action="append", default=[], metavar="URL", help="an origin "
+      "that CORS must allow, besides the bucket's rules (repeatable; default: none)")
+    a("--acl", choices=("private", "public-read"), default="public-read", help="what a "
+      "visitor should get: public-read the objects, private a refusal (default: public-read)")
+    a("--full", action="store_true", help="read back every object (default: a sample)")
+    a("--sample", type=int, default=DEFAULT_SAMPLE, metavar="N", help="objects read back "
+      f"(default: {DEFAULT_SAMPLE})")
+    a("--cache-control", action="append", default=[], metavar="GLOB=VALUE", help="the deploy's "
+      "Cache-Control rules, to expect (repeatable; default: none)")
+    a("--content-type", dest="content_types", action="append", default=[],
+      metavar="GLOB=TYPE", help="the deploy's Content-Type rules (repeatable; default: by "
+      "extension)")
+    a("--gzip", action="append", default=[], metavar="GLOB", help="the deploy's --gzip "
+      "patterns: Content-Encoding gzip expected (repeatable; default: none)")
+    _add_website_url(p)
+    a("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_verify)
+
+
+class _Filter(argparse.Action):
+    """--exclude/--include/--exclude-from: one list, in command-line order (the last matching
+    rule wins, so the order matters)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        rules = list(getattr(namespace, self.dest, None) or [])
+        namespace.filters = rules + [(str(option).lstrip("-"), values)]
+
+
+def _add_website_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--website-url", metavar="URL", help="the website endpoint to check, e.g. "
+                   "http://127.0.0.1:9000 for MinIO, Ceph or s3rver (default: the provider's, "
+                   "known for OVH, Scaleway and AWS; else website checks are skipped)")
+    p.add_argument("--website-host", metavar="HOST", help="Host header for --website-url, "
+                   "{bucket} replaced, e.g. {bucket}.s3-website-us-east-1.amazonaws.com "
+                   "(default: the URL's host)")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -2815,7 +3326,10 @@ def _print_json(data: Any) -> None:
 def cmd_deploy(args: argparse.Namespace) -> int:
     options = SyncOptions(**{name: getattr(args, name) for name in SyncOptions._names})
     app = _app(args)
+    verifying = _Verify(app, args.bucket, options, (), args.website_url, args.website_host) \
+        if args.verify else None  # its options are checked before the deploy starts
     result = app.deploy(args.bucket, args.source, options=options)
+    checked = verifying.run() if verifying and result.success and not args.dry_run else None
     if not args.quiet:
         for warning in result.warnings[len(app.config.warnings):]:
             _warn(warning)
@@ -2824,12 +3338,58 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.json:  # errors as the lines above; failures as records (key, operation, code...)
         data = result.to_dict()
         data["failures"], data["errors"] = data["errors"], [_failure_text(f) for f in result.errors]
+        if checked is not None:
+            data["verify"] = checked.to_dict()
         _print_json(data)
     elif args.dry_run and not args.quiet:
         _print_plan(result)
     elif not args.quiet:
         _print_summary(app, args, result)
+    if checked is not None and not args.json:
+        _print_checks(checked, args.quiet)
+    return 0 if result.success and (checked is None or checked.success) else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    app = _app(args)
+    result = app.verify(args.bucket, origins=args.origins, website_url=args.website_url,
+                        website_host=args.website_host, sample=args.sample, full=args.full,
+                        options=SyncOptions.of(vars(args)))
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        _print_checks(result, args.quiet)
     return 0 if result.success else 1
+
+
+def _print_checks(result: VerifyResult, quiet: bool = False) -> None:
+    """The checklist: ✔ what passed, ✖ what was expected and what came back (quiet: only ✖)."""
+    try:
+        ("\u2714\u2716").encode(getattr(sys.stdout, "encoding", None) or "ascii")
+        yes, no = "\u2714", "\u2716"
+    except (UnicodeEncodeError, LookupError):  # a terminal that cannot show them
+        yes, no = "OK", "FAIL"
+    for c in result.checks:
+        if not c.ok:
+            print(f"{no} {c.name}: expected {c.expected}, got {c.got}")
+        elif not quiet:
+            print(f"{yes} {c.name}: {c.got}")
+    if not quiet:
+        for note in result.notes:
+            print(f"note: {note}")
+        failed = len(result.failed)
+        print(f"verify {'passed' if result.success else 'FAILED'}: {len(result.checks) - failed}"
+              f" passed, {failed} failed -> {result.bucket_name}")
+
+
+def cmd_cors_test(args: argparse.Namespace) -> int:
+    validate_origin(args.origin)
+    app = _app(args, credentials=False)  # an anonymous request, as a browser sends it
+    allowed, got = app.cors_manager.preflight(args.bucket, origin=args.origin,
+                                              file_path=args.path)
+    if not args.quiet:
+        print(f"{args.origin} -> {args.bucket}/{args.path.lstrip('/')}: {got}")
+    return 0 if allowed else 1
 
 
 def _print_plan(result: DeploymentResult) -> None:
@@ -2838,10 +3398,13 @@ def _print_plan(result: DeploymentResult) -> None:
         print(f"{a['action']:<14} {a['reason']:<9} {a['key']}{size}")
     counts = {k: sum(1 for a in result.actions if a["action"] == k)
               for k in ("upload", "skip", "delete", "set-acl")}
+    excluded = (f", {len(result.sync.files_excluded)} local files and "
+                f"{len(result.sync.remote_excluded)} remote keys excluded") if (
+        result.sync.files_excluded or result.sync.remote_excluded) else ""
     nbytes = sum(a.get("size", 0) for a in result.actions if a["action"] == "upload")
     print(f"dry run: {counts['upload']} to upload ({_human(nbytes)}), {counts['skip']} "
-          f"unchanged, {counts['delete']} to delete, {counts['set-acl']} ACL changes, "
-          f"{len(result.errors)} failed; nothing was changed")
+          f"unchanged, {counts['delete']} to delete, {counts['set-acl']} ACL changes"
+          f"{excluded}, {len(result.errors)} failed; nothing was changed")
 
 
 def _print_summary(app: OVHEstafette, args: argparse.Namespace,

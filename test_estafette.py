@@ -1804,6 +1804,20 @@ def _bad_cases(tmp: Path):
         (["deploy", "--source", src], "--bucket"),
         (["ls", "--bucket", "site", "--retries", "0"], "--retries"),
         (["nosuchcommand"], "invalid choice"),
+        (["deploy", "--bucket", "site", "--source", src, "--redirect", "old.html=new.html"], "FROM=TO"),
+        (["deploy", "--bucket", "site", "--source", src, "--redirect", "old.html=ftp://x/y"], "FROM=TO"),
+        (["deploy", "--bucket", "site", "--source", src, "--redirect", "/=/elsewhere"], "a file of the source"),
+        (["deploy", "--bucket", "site", "--source", src, "--redirect", "a=/b", "--redirect", "a=/c"],
+         "already redirects"),
+        (["deploy", "--bucket", "site", "--source", src, "--redirects-from", tmp / "none.txt"], "cannot read"),
+        (["deploy", "--bucket", "site", "--source", src, "--exclude-from", tmp / "none.txt"], "cannot read"),
+        (["deploy", "--bucket", "site", "--source", src, "--exclude", "/"], "give a pattern"),
+        (["deploy", "--bucket", "site", "--source", src, "--verify", "--website-url", "ftp://x"],
+         "--website-url"),
+        (["verify", "--bucket", "site", "--website-host", "x.example"], "needs --website-url"),
+        (["verify", "--bucket", "site", "--origin", "nope"], "invalid CORS origin"),
+        (["verify", "--bucket", "site", "--sample", "-1"], "--sample"),
+        (["cors-test", "--bucket", "site", "--origin", "example.com"], "invalid CORS origin"),
     ]
 
 
@@ -2856,3 +2870,189 @@ def test_https_through_a_proxy_tunnel_with_auth_never_shows_the_password(
         code, _, err = cli(capsys, "ls", "--bucket", bucket, "--endpoint", https_front.endpoint,
                            "--retries", "1")
         assert code == 1 and "wrong-pw-123" not in err, err
+
+
+# --- include/exclude rules, redirects, verify, cors-test ----------------------------------------
+
+@pytest.mark.parametrize("glob, path, matched", [
+    ("*.map", "a.map", True), ("*.map", "deep/er/a.map", True), ("*.map", "a.mapx", False),
+    ("drafts/", "drafts/a.html", True), ("drafts/", "x/drafts/a.html", True), ("drafts/", "drafts", False),
+    ("/drafts/", "x/drafts/a.html", False), ("img/*.png", "img/a.png", True), ("img/*.png", "img/x/a.png", False),
+    ("blog/**/*.html", "blog/a/b/c.html", True), ("blog/**/*.html", "blog/c.html", True),
+    ("blog/**/*.html", "x/blog/c.html", False), ("*", "any/thing", True), ("a?.txt", "ab.txt", True),
+    ("a?.txt", "a/.txt", False), ("[!a]*.txt", "a.txt", False), ("[!a]*.txt", "b.txt", True),
+])
+def test_glob_rules(glob, path, matched):
+    assert bool(estafette._glob_regex(glob).fullmatch(path)) is matched
+
+
+def test_include_exclude_precedence_exclude_from_and_delete(capsys, sw, s3, tmp_path):
+    src = tmp_path / "src"
+    for rel in ("index.html", "a.html", "notes.txt", "css/a.css", "css/a.css.map", "drafts/x.html",
+                "drafts/keep.html", ".well-known/security.txt", ".env", "blog/deep/p.html"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    rules = write(tmp_path / "rules.txt", "# what never ships\n\n*.map\n  logs/  \n")
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    for key in ("drafts/old.html", "logs/2024.txt", "stale.txt"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"remote")
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sw), "--delete",
+                         "--exclude", "drafts/", "--include", "drafts/keep.html", "--exclude-from", rules,
+                         "--include", ".env", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(remote_objects(s3, bucket)) == {
+        "index.html", "a.html", "notes.txt", "css/a.css", "drafts/keep.html", ".well-known/security.txt",
+        "blog/deep/p.html", "drafts/old.html", "logs/2024.txt"}  # .env: dotfiles stay out
+    assert sorted(res["files_excluded"]) == ["css/a.css.map", "drafts/x.html"]
+    assert res["remote_excluded"] == ["drafts/old.html", "logs/2024.txt"] and res["files_deleted"] == ["stale.txt"]
+    # the last matching rule wins: an include before an exclude is overridden by it
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sw), "--dry-run", "--json",
+                         "--include", "drafts/keep.html", "--exclude", "drafts/")
+    assert code == 0, err
+    assert "drafts/keep.html" in json.loads(out)["files_excluded"]
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sw), "--dry-run", "--delete",
+                         "--exclude", "*", "--include", "*.html")
+    assert code == 0, err
+    planned = {line.split()[-1] if "(" not in line else line.split()[2] for line in out.splitlines()
+               if line.startswith(("upload", "skip"))}
+    assert planned == {"index.html", "a.html", "drafts/x.html", "drafts/keep.html", "blog/deep/p.html"}
+    assert "4 local files and 4 remote keys excluded" in out  # the remote keys that are not HTML
+    assert "1 to delete" in out and re.search(r"^delete +stale +drafts/old.html", out, re.M)
+    # the Python API takes the same rules
+    other = new_bucket()
+    s3.create_bucket(Bucket=other)
+    app = estafette.OVHEstafette(endpoint=sw.endpoint, region="us-east-1")
+    res = app.file_manager.sync_files(str(src), other, exclude=["*"], include=["css/"])
+    assert set(remote_objects(s3, other)) == {"css/a.css", "css/a.css.map"} and len(res.files_excluded) == 7
+
+
+def test_redirects_served_by_the_s3rver_website_and_not_resent(capsys, sr, tmp_path):
+    s3c = boto_client(sr)
+    src = tmp_path / "src"
+    (src / "blog").mkdir(parents=True)
+    (src / "index.html").write_text("<html>home</html>")
+    (src / "blog" / "p.html").write_text("<html>post</html>")
+    redirects = write(tmp_path / "redirects.txt", "# moved pages\nold.html /blog/p.html\n\n/docs/ https://example.com/docs?a=1\n")
+    bucket = new_bucket()
+    deploy = functools.partial(cli, capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sr),
+                               "--static-website", "--json", "--redirects-from", redirects)
+    code, out, err = deploy("--redirect", "/legacy/page.html=/index.html")
+    assert code == 0, err
+    assert sorted(json.loads(out)["files_uploaded"]) == ["blog/p.html", "docs/index.html", "index.html",
+                                                          "legacy/page.html", "old.html"]
+    for key, target in (("old.html", "/blog/p.html"), ("docs/index.html", "https://example.com/docs?a=1"),
+                        ("legacy/page.html", "/index.html")):
+        head = s3c.head_object(Bucket=bucket, Key=key)
+        assert head["ContentLength"] == 0 and head["WebsiteRedirectLocation"] == target
+    status, headers, _ = website_get(sr, bucket, "/old.html")
+    assert 300 <= status < 400 and headers["location"] == "/blog/p.html"
+    status, headers, _ = website_get(sr, bucket, "/docs/")
+    assert 300 <= status < 400 and headers["location"] == "https://example.com/docs?a=1"
+    code, out, err = deploy("--redirect", "/legacy/page.html=/index.html")
+    assert code == 0 and json.loads(out)["files_uploaded"] == [], err  # unchanged: nothing re-sent
+    code, out, err = deploy("--redirect", "/legacy/page.html=/blog/p.html", "--delete")
+    res = json.loads(out)
+    assert code == 0 and res["files_uploaded"] == ["legacy/page.html"] and res["files_deleted"] == [], err
+    assert website_get(sr, bucket, "/legacy/page.html")[1]["location"] == "/blog/p.html"
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sr), "--json", "--delete",
+                         "--static-website")  # the redirects removed: stale keys
+    assert code == 0, err
+    assert sorted(json.loads(out)["files_deleted"]) == ["docs/index.html", "legacy/page.html", "old.html"]
+    assert set(remote_objects(s3c, bucket)) == {"index.html", "blog/p.html"}
+
+
+def website_args(server):
+    return ["--website-url", server.endpoint, "--website-host", "{bucket}." + server.website]
+
+
+def failed_lines(out):
+    return sorted(line.split(": expected")[0] for line in out.splitlines() if line.startswith("\u2716"))
+
+
+def test_verify_passes_on_a_good_deploy_and_names_each_failure(capsys, sr, site):
+    root, files = site
+    bucket = new_bucket()
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(sr), "--static-website",
+                         "--cache-control", "*.css=max-age=60", "--redirect", "old.html=/about/",
+                         "--verify", *website_args(sr))
+    assert code == 0, out + err
+    assert "verify passed" in out and "\u2716" not in out
+    assert "\u2714 redirect /old.html: 301 to /about/" in out
+    verify = functools.partial(cli, capsys, "verify", "--bucket", bucket, *ep(sr), "--full",
+                               "--cache-control", "*.css=max-age=60")
+    code, out, err = verify(*website_args(sr), "--json")
+    res = json.loads(out)
+    assert code == 0 and res["success"], out + err
+    names = [c["name"] for c in res["checks"]]
+    assert sum(n.startswith("object ") for n in names) == len(files)
+    assert any(n.startswith("website root") for n in names) and any(n.startswith("missing page") for n in names)
+    assert "CORS preflight from https://estafette-verify.invalid" in names
+    # the rules are part of what is expected
+    code, out, _ = cli(capsys, "verify", "--bucket", bucket, *ep(sr), "--full", *website_args(sr))
+    assert code == 1 and failed_lines(out) == ["\u2716 object css/site.css"]
+    assert "expected Cache-Control none, got Cache-Control max-age=60" in out
+    # without a website URL the website checks are skipped, with a note
+    code, out, _ = verify()
+    assert code == 0 and "note: website checks skipped: no website URL is known" in out
+    s3c = boto_client(sr)
+    s3c.put_object(Bucket=bucket, Key="css/site.css", Body=files["css/site.css"], ContentType="application/x-changed",
+                   CacheControl="max-age=60")
+    code, out, _ = verify(*website_args(sr), "--origin", "https://other.example")
+    assert code == 1 and "verify FAILED" in out
+    assert failed_lines(out) == ["\u2716 CORS preflight from https://other.example", "\u2716 object css/site.css"]
+    assert ("\u2716 object css/site.css: expected Content-Type text/css; charset=utf-8, got Content-Type "
+            "application/x-changed") in out
+    assert "\u2716 CORS preflight from https://other.example: expected allowed, got refused (403" in out
+    s3c.put_object(Bucket=bucket, Key="css/site.css", Body=files["css/site.css"], ContentType="text/css; charset=utf-8",
+                   CacheControl="max-age=60")
+    s3c.delete_object(Bucket=bucket, Key="error.html")
+    code, out, _ = verify(*website_args(sr))
+    assert code == 1 and len(failed_lines(out)) == 1 and "no error.html in the bucket" in out
+    s3c.delete_object(Bucket=bucket, Key="index.html")
+    code, out, _ = verify(*website_args(sr))
+    assert code == 1 and len(failed_lines(out)) == 2
+    assert f"\u2716 website root {sr.endpoint}/: expected 200 text/html, got 404" in out
+    app = estafette.OVHEstafette(endpoint=sr.endpoint, region="us-east-1")
+    result = app.verify(bucket, website_url=sr.endpoint, website_host=f"{bucket}.{sr.website}", full=True,
+                        cache_control=["*.css=max-age=60"])
+    assert isinstance(result, estafette.VerifyResult) and not result.success
+    assert sorted(c.name.split(" ")[0] for c in result.failed) == ["missing", "website"]
+
+
+def test_verify_sees_private_objects(capsys, mt, site):
+    root, files = site
+    bucket = new_bucket()
+    code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(mt), "--static-website",
+                         "--verify")
+    assert code == 0, out + err
+    assert "note: website checks skipped" in out and "verify passed" in out
+    boto_client(mt).put_object_acl(Bucket=bucket, Key="css/site.css", ACL="private")
+    code, out, _ = cli(capsys, "verify", "--bucket", bucket, *ep(mt), "--full")
+    assert code == 1 and failed_lines(out) == ["\u2716 object css/site.css"]
+    assert "\u2716 object css/site.css: expected 200 (readable anonymously), got 403" in out
+    private = new_bucket()  # a private deploy: every object refused to visitors
+    code, out, err = cli(capsys, "deploy", "--bucket", private, "--source", root, *ep(mt), "--verify")
+    assert code == 0 and "verify passed" in out, out + err
+    assert len(re.findall(r"^\u2714 object .*: refused anonymously \(403\)$", out, re.M)) == 20  # the sample
+    code, out, _ = cli(capsys, "verify", "--bucket", private, *ep(mt), "--sample", "3")
+    assert code == 1 and len(failed_lines(out)) == 3  # public-read was expected
+
+
+def test_cors_test_exit_codes_on_seaweedfs(capsys, sw, site):
+    root, _ = site
+    bucket = new_bucket()
+    code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(sw), "--quiet",
+                       "--cors-origin", "https://app.example")
+    assert code == 0, err
+    code, out, err = cli(capsys, "cors-test", "--bucket", bucket, "--origin", "https://app.example", *ep(sw))
+    assert code == 0 and "allowed" in out, out + err
+    code, out, _ = cli(capsys, "cors-test", "--bucket", bucket, "--origin", "https://evil.example",
+                       "--path", "css/site.css", *ep(sw))
+    assert code == 1 and "refused" in out and f"{bucket}/css/site.css" in out
+    code, out, _ = cli(capsys, "verify", "--bucket", bucket, *ep(sw), "--acl", "private",
+                       "--origin", "https://other.example")
+    assert code == 1 and failed_lines(out) == ["\u2716 CORS preflight from https://other.example"]
+    assert "\u2714 CORS preflight from https://app.example" in out
+    assert "\u2714 CORS preflight from https://estafette-verify.invalid: refused" in out
