@@ -203,8 +203,9 @@ class Failure(collections.namedtuple("Failure", "key operation code status messa
     @classmethod
     def of(cls, key: str, exc: BaseException, operation: str = "") -> "Failure":
         if isinstance(exc, S3Error):
+            where = f" [{exc.bucket}]" if exc.bucket and not key else ""
             return cls(key, exc.operation or operation, exc.code, exc.status,
-                       exc.message or "no message")
+                       (exc.message or "no message") + where)
         if isinstance(exc, OSError) and exc.strerror:
             return cls(key, operation, "", 0,
                        exc.strerror + (f": {exc.filename}" if exc.filename else ""))
@@ -250,11 +251,21 @@ class SyncOptions(_Model):
         super().__init__(**fields)
 
     @classmethod
-    def of(cls, arguments: Mapping[str, Any], **more: Any) -> "SyncOptions":
-        """The options among a function's arguments (sequences become lists)."""
-        fields = {k: list(v) if isinstance(v, (list, tuple)) else v
-                  for k, v in arguments.items() if k in cls._names}
-        return cls(**{**fields, **more})
+    def of(cls, arguments: Mapping[str, Any], function: Callable[..., Any],
+           **renamed: str) -> "SyncOptions":
+        """The options among ``function``'s keyword ``arguments`` (sequences become lists;
+        ``renamed`` maps a field to the parameter that holds it), or ``arguments["options"]``
+        when given: then no other option may differ from its default (it would be lost)."""
+        import inspect
+        names = {renamed.get(f, f): f for f in cls._names}
+        params = inspect.signature(function).parameters
+        if arguments.get("options") is not None:
+            changed = [p for p in names if p in params and arguments[p] != params[p].default]
+            if changed:
+                raise UsageError(f"give either options= or {', '.join(changed)}, not both")
+            return arguments["options"]
+        return cls(**{names[p]: list(v) if isinstance(v, (list, tuple)) else v
+                      for p, v in arguments.items() if p in names})
 
 
 class SyncResult(_Model):
@@ -416,12 +427,12 @@ class Endpoint(collections.namedtuple("Endpoint", "scheme netloc region provider
     @classmethod
     def parse(cls, url: str, region: str, path_style: bool = False) -> "Endpoint":
         """Build an Endpoint from a user-given URL, or raise UsageError."""
-        parts = urllib.parse.urlsplit(url.strip())
+        parts = _url_parts(url, "endpoint")
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"endpoint {url!r} is not an http(s) URL such as "
+            raise UsageError(f"endpoint {_mask_url(url)!r} is not an http(s) URL such as "
                              "https://s3.gra.io.cloud.ovh.net")
         if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-            raise UsageError(f"endpoint {url!r} must be only scheme://host[:port]")
+            raise UsageError(f"endpoint {_mask_url(url)!r} must be only scheme://host[:port]")
         try:
             netloc = _netloc(parts)
         except ValueError:
@@ -675,7 +686,7 @@ class Proxies(collections.namedtuple("Proxies", "http https no_proxy")):
         else:
             http, https = var("http_proxy") or None, var("https_proxy") or None
         for url in filter(None, (http, https)):
-            parts = urllib.parse.urlsplit(url)
+            parts = _url_parts(url, "proxy")
             if parts.scheme != "http" or not parts.hostname:
                 raise UsageError(f"proxy {_mask_url(url)!r} is not an http:// URL such as "
                                  "http://proxy.example:3128")
@@ -707,11 +718,19 @@ def _proxy_auth(url: str) -> Dict[str, str]:
 
 
 def _mask_url(url: str) -> str:
-    """A URL fit to print: its password replaced by ***."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    """A URL fit to print: any user:password@ part shown as user:***@ (even without a scheme,
+    or when the URL is malformed)."""
+    return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/:@]*):[^/]*@", r"\1:***@", url)
+
+
+def _url_parts(url: str, what: str) -> urllib.parse.SplitResult:
+    """urlsplit, with its port checked; a malformed URL is a UsageError that shows no secret."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+        return parts
+    except ValueError as exc:
+        raise UsageError(f"{what} {_mask_url(url)!r} is malformed: {exc}") from None
 
 
 class Transport:
@@ -973,14 +992,21 @@ class S3Client:
                     raise
             except (OSError, http.client.HTTPException) as exc:  # (a TLS refusal is both)
                 answer_lost = True
+                where = self._where()
                 if attempt == 1 and self.notice and _transient(exc) and self.retries > 1:
-                    self.notice(f"cannot reach {self.endpoint.netloc} ({exc}); retrying up to "
+                    self.notice(f"cannot reach {where} ({exc}); retrying up to "
                                 f"{self.retries - 1} more time(s)")
                 if not self._again(exc, attempt):
                     raise EstafetteError(
-                        f"cannot reach {self.endpoint.netloc} ({req.operation} "
+                        f"cannot reach {where} ({req.operation} "
                         f"{'/'.join(p for p in (bucket, key) if p) or '/'}): "
                         f"{str(exc) or type(exc).__name__} after {attempt} attempt(s)") from exc
+
+    def _where(self) -> str:
+        """The endpoint, and the proxy in the way if there is one (no password)."""
+        proxies = getattr(self.transport, "proxies", None)
+        proxy = proxies.url_for(self.endpoint.scheme, self.endpoint.netloc) if proxies else None
+        return self.endpoint.netloc + (f" through proxy {_mask_url(proxy)}" if proxy else "")
 
     def _prepare(self, method: str, bucket: str, key: str,
                  query: Sequence[Tuple[str, Optional[str]]], headers: Dict[str, str],
@@ -1340,6 +1366,8 @@ class OVHConfig:
         """The Endpoint for ``region`` (default: the configured one), or raise UsageError."""
         region = region or self.region
         if not self.validate_region(region):
+            if self.endpoint_url:
+                raise UsageError(f"invalid region {region!r}: letters, digits, '-' and '_' only")
             raise UsageError(f"unknown OVH region {region!r}; valid regions: "
                              f"{', '.join(c.upper() for c in OVH_REGIONS)} "
                              "(or give --endpoint for another S3 service)")
@@ -1537,7 +1565,14 @@ def _add_file(files: List[_File], errors: List[Failure], entry: Any, sub: str,
 
 
 def normalize_prefix(prefix: Optional[str]) -> str:
-    prefix = (prefix or "").strip().lstrip("/")
+    """A key prefix as a folder: no leading slash, one trailing slash; UsageError for one that
+    names no folder ("/") or has empty, "." or ".." parts (browsers rewrite those URLs)."""
+    given = (prefix or "").strip()
+    prefix = given.lstrip("/")
+    if given and not prefix:
+        raise UsageError(f"prefix {given!r} means the whole bucket: leave --prefix out for that")
+    if prefix and any(p in ("", ".", "..") for p in prefix.rstrip("/").split("/")):
+        raise UsageError(f"prefix {given!r} has an empty, '.' or '..' part")
     return prefix + "/" if prefix and not prefix.endswith("/") else prefix
 
 
@@ -1546,7 +1581,9 @@ def _parse_rules(rules: Iterable[str], option: str) -> List[Tuple[str, str]]:
     for rule in rules:
         glob, sep, value = rule.partition("=")
         if not sep or not glob or not value.strip():
-            raise UsageError(f"{option} {rule!r}: expected GLOB=VALUE, e.g. '*.html=max-age=60'")
+            example = "'*.html=max-age=60'" if option == "--cache-control" else \
+                "'*.txt=text/plain; charset=utf-8'"
+            raise UsageError(f"{option} {rule!r}: expected GLOB=VALUE, e.g. {example}")
         if not _printable(value):  # a header value: no line breaks
             raise UsageError(f"{option} {rule!r}: the value must be printable ASCII")
         out.append((glob, value.strip()))
@@ -1800,6 +1837,13 @@ def _abort_upload(client: S3Client, bucket: str, key: str, upload_id: str) -> No
             raise
 
 
+def _check_acl(acl: str) -> str:
+    """The two canned ACLs estafette publishes with, else UsageError (before any request)."""
+    if acl not in ("private", "public-read"):
+        raise UsageError(f"unsupported ACL {acl!r}: use private or public-read")
+    return acl
+
+
 def _unsupported(exc: BaseException) -> bool:
     """The server does not have this (optional) API: NotImplemented or MethodNotAllowed."""
     return isinstance(exc, S3Error) and (exc.status in (405, 501) or exc.code in (
@@ -1953,8 +1997,7 @@ class _Sync:
         if not os.path.isdir(source):
             raise UsageError(f"source {source!r} is not a folder")
         self.acl = options.acl or ("public-read" if options.static_website else "private")
-        if self.acl not in ("private", "public-read"):
-            raise UsageError(f"unsupported ACL {self.acl!r}: use private or public-read")
+        _check_acl(self.acl)
         for name, low in (("jobs", 1), ("max_delete", 0)):
             value = getattr(options, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -2282,6 +2325,7 @@ class BucketManager(_Manager):
     def create_bucket(self, bucket_name: str, region: Optional[str] = None,
                       acl: str = "private") -> bool:
         """Create the bucket with a canned ACL; False if you already own it."""
+        _check_acl(acl)
         client = self._client(region, bucket_name)
         r = client.endpoint.region
         # The provider's first region takes no LocationConstraint (us-east-1); OVH wants the
@@ -2408,7 +2452,7 @@ class FileManager(_Manager):
         Objects are public-read with ``static_website`` or ``acl="public-read"``, else private.
         ``options`` (a SyncOptions) replaces the keyword arguments after ``region``.
         """
-        options = options or SyncOptions.of(locals(), prefix=destination_prefix)
+        options = SyncOptions.of(locals(), self.sync_files, prefix="destination_prefix")
         client = self._client(region, bucket_name)
         return _Sync(source_path, options).run(client, bucket_name, _observer(console))
 
@@ -2419,6 +2463,7 @@ class FileManager(_Manager):
         """Upload one file (multipart when large); True on success, S3Error otherwise."""
         from concurrent.futures import ThreadPoolExecutor
         validate_bucket_name(bucket_name)
+        _check_acl(acl)
         if not os.path.isfile(local_path):
             raise UsageError(f"{local_path!r} is not a file")
         if not remote_key or len(remote_key.encode("utf-8")) > MAX_KEY_BYTES:
@@ -2662,7 +2707,7 @@ class OVHEstafette:
         input raises UsageError before any request; failed operations are listed in
         ``errors`` (``success`` False) when the deploy could go on past them.
         """
-        options = options or SyncOptions.of(locals())
+        options = SyncOptions.of(locals(), self.deploy)
         return _Deploy(self, bucket_name, source_dir, options).run(_observer(self.console))
 
     def verify(self, bucket_name: str, prefix: str = "", origins: Iterable[str] = (),
@@ -2677,7 +2722,7 @@ class OVHEstafette:
         ``website_url`` (+ ``website_host``, the Host header, ``{bucket}`` replaced) names the
         website endpoint where the provider's is not known.
         """
-        options = options or SyncOptions.of(locals())
+        options = SyncOptions.of(locals(), self.verify)
         return _Verify(self, bucket_name, options, origins, website_url, website_host, sample,
                        full).run()
 
@@ -2718,6 +2763,8 @@ class _Deploy:
                 app.bucket_manager.create_bucket(
                     bucket, acl="public-read" if options.static_website else "private")
                 observer.say(f"created bucket {bucket} in region {region}")
+        elif self.sync.acl == "private" and not options.static_website:
+            self._keep_bucket_private(observer, res)
         self.sync.run(self.client, bucket, observer, res)
         for action, done, step in self._bucket_steps():
             res.actions.append({"action": action, "key": bucket, "reason": "config"})
@@ -2738,6 +2785,26 @@ class _Deploy:
                                                                         self.sync.prefix)
         result.duration_seconds = round(time.monotonic() - started, 3)
         return result
+
+    def _keep_bucket_private(self, observer: Observer, res: SyncResult) -> None:
+        """A private deploy into a bucket an earlier website deploy made public-read: anyone
+        can list its keys, and some servers (SeaweedFS) serve its objects too.  A deploy of the
+        whole bucket makes it private again; one under a prefix (a shared bucket) warns."""
+        bucket = self.bucket
+        try:
+            if not _is_public(self.client, bucket, ""):
+                return
+            if self.sync.prefix:
+                res.warnings.append(f"bucket {bucket} is public-read: anyone can list its keys, "
+                                    "these private objects' names included")
+                return
+            res.actions.append({"action": "set-bucket-acl", "key": bucket, "reason": "private"})
+            if not self.options.dry_run:
+                _put_acl(self.client, bucket, "", "private")
+                observer.say("bucket ACL set: private (it was public-read)")
+        except EstafetteError as exc:
+            if not _unsupported(exc):  # a server without bucket ACLs has nothing to undo
+                res.warnings.append(f"bucket ACL not checked: {exc}")
 
     def _bucket_steps(self) -> List[Tuple[str, str, Callable[[], Any]]]:
         """The bucket-level steps after the sync (action, line once done, step)."""
@@ -3020,7 +3087,11 @@ class _Display(Observer):
                        f"{_human(self.size)}  {_human(rate)}/s  ETA {eta:.0f}s")
 
     def _draw(self, status: str) -> None:
-        self.stream.write(f"\r\x1b[2K{status}")
+        try:  # a line wider than the terminal wraps, and \r then rewrites only its last row
+            width = os.get_terminal_size(self.stream.fileno()).columns - 1
+        except (AttributeError, ValueError, OSError):
+            width = 79
+        self.stream.write(f"\r\x1b[2K{status[:max(width, 10)]}")
         self.stream.flush()
 
     def phase(self, name: str) -> None:
@@ -3042,7 +3113,7 @@ class _Display(Observer):
 
     def say(self, line: str) -> None:
         with self._lock:
-            self.stream.write(("\r\x1b[2K" if self.live else "") + line + "\n")
+            self.stream.write(("\r\x1b[2K" if self.live else "") + _shown(line) + "\n")
             self.stream.flush()
 
     def file(self, action: str, key: str, reason: str) -> None:
@@ -3053,7 +3124,16 @@ class _Display(Observer):
 def _failure_text(f: Failure) -> str:
     """``KEY: OPERATION CODE (STATUS): message``, leaving out the parts a failure lacks."""
     head = " ".join(p for p in (f.operation, f"{f.code} ({f.status})" if f.code else "") if p)
-    return ": ".join(p for p in (f.key, head, f.message) if p)
+    return _shown(": ".join(p for p in (f.key, head, f.message) if p))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _shown(text: str) -> str:
+    """Text fit for one terminal line: control characters (legal in keys and file names, but
+    escape sequences or line breaks on a terminal) written as \\xNN."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 # --- Command line -------------------------------------------------------------------------------
@@ -3081,7 +3161,8 @@ configuration (for each setting the first source that has it wins):
                ~/.aws/credentials and ~/.aws/config (AWS_PROFILE)
   endpoint     --endpoint, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, rclone.conf, ~/.aws/config,
                else the OVH region's endpoint
-  region       --region, the endpoint's host, rclone.conf, else EU-WEST-PAR
+  region       --region, the endpoint's host, AWS_REGION (with AWS_ENDPOINT_URL*), rclone.conf,
+               ~/.aws/config (with its endpoint_url), else EU-WEST-PAR
   CA bundle    AWS_CA_BUNDLE or SSL_CERT_FILE
   proxy        --proxy, HTTPS_PROXY (https endpoints), HTTP_PROXY (http), NO_PROXY
 
@@ -3281,7 +3362,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must not be empty")
         for item in value if isinstance(value, list) else ():
             if not str(item).strip():
-                raise UsageError(f"--{name.replace('_', '-').rstrip('s')} must not be empty")
+                raise UsageError("a KEY must not be empty" if name == "keys" else
+                                 f"--{name.replace('_', '-').rstrip('s')} must not be empty")
     if args.retries < 1:
         raise UsageError(f"--retries must be at least 1, got {args.retries}")
     for name in ("bucket", "delete"):
@@ -3289,6 +3371,8 @@ def _check_args(args: argparse.Namespace) -> None:
             validate_bucket_name(getattr(args, name))
     if args.endpoint is not None:
         Endpoint.parse(args.endpoint, "")
+    if isinstance(getattr(args, "prefix", None), str):
+        normalize_prefix(args.prefix)
 
 
 def _app(args: argparse.Namespace, credentials: bool = True) -> OVHEstafette:
@@ -3309,7 +3393,7 @@ def _app(args: argparse.Namespace, credentials: bool = True) -> OVHEstafette:
 
 
 def _warn(line: str) -> None:
-    sys.stderr.write(f"estafette: warning: {line}\n")
+    sys.stderr.write(f"estafette: warning: {_shown(line)}\n")
 
 
 def _print_json(data: Any) -> None:
@@ -3395,7 +3479,7 @@ def cmd_cors_test(args: argparse.Namespace) -> int:
 def _print_plan(result: DeploymentResult) -> None:
     for a in result.actions:
         size = f"  ({_human(a['size'])})" if "size" in a else ""
-        print(f"{a['action']:<14} {a['reason']:<9} {a['key']}{size}")
+        print(f"{a['action']:<14} {a['reason']:<9} {_shown(a['key'])}{size}")
     counts = {k: sum(1 for a in result.actions if a["action"] == k)
               for k in ("upload", "skip", "delete", "set-acl")}
     excluded = (f", {len(result.sync.files_excluded)} local files and "
@@ -3456,15 +3540,16 @@ def cmd_cors_apply(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     app = _app(args)
-    objects = app.file_manager.list_remote_files(args.bucket, args.prefix, args.recursive)
+    objects = app.file_manager.list_remote_files(args.bucket, args.prefix.lstrip("/"),
+                                                 args.recursive)
     if args.json:
         _print_json([o.to_dict() for o in objects])
         return 0
     for o in objects:
         if o.is_prefix:
-            print(f"{'PRE':>12}  {'':19}  {o.key}")
+            print(f"{'PRE':>12}  {'':19}  {_shown(o.key)}")
         else:
-            print(f"{o.size:>12}  {o.last_modified[:19].replace('T', ' '):19}  {o.key}")
+            print(f"{o.size:>12}  {o.last_modified[:19].replace('T', ' '):19}  {_shown(o.key)}")
     return 0
 
 
@@ -3542,14 +3627,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _check_args(args)
         return args.func(args)
     except UsageError as exc:
-        print(f"estafette: error: {exc}", file=sys.stderr)
+        print(f"estafette: error: {_shown(str(exc))}", file=sys.stderr)
         return 2
     except EstafetteError as exc:
-        print(f"estafette: error: {exc}", file=sys.stderr)
+        print(f"estafette: error: {_shown(str(exc))}", file=sys.stderr)
         if args.debug:
             import traceback
             traceback.print_exc()
         return 1
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (KeyboardInterrupt, Cancelled):
         if getattr(args, "display", None) is not None:
             args.display.clear()

@@ -3056,3 +3056,98 @@ def test_cors_test_exit_codes_on_seaweedfs(capsys, sw, site):
     assert code == 1 and failed_lines(out) == ["\u2716 CORS preflight from https://other.example"]
     assert "\u2714 CORS preflight from https://app.example" in out
     assert "\u2714 CORS preflight from https://estafette-verify.invalid: refused" in out
+
+
+# --- first-time-use defects: public leftovers, secrets in URLs, control characters, pipes -------
+
+@pytest.mark.parametrize("server", ["mt", "sw"])
+def test_private_deploy_after_a_website_deploy_makes_the_bucket_private(capsys, request, server, site):
+    srv = request.getfixturevalue(server)
+    root, _ = site
+    bucket = new_bucket()
+    boto_client(srv).create_bucket(Bucket=bucket, ACL="public-read")  # as a website deploy leaves it
+    assert cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(srv), "--acl", "public-read")[0] == 0
+    assert anonymous_status(srv, bucket, "css/site.css") == 200
+    code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(srv))
+    assert code == 0 and "bucket ACL set: private (it was public-read)" in err, err
+    assert anonymous_status(srv, bucket, "css/site.css") == 403
+    grants = boto_client(srv).get_bucket_acl(Bucket=bucket)["Grants"]
+    assert not any(g["Grantee"].get("URI", "").endswith("/AllUsers") for g in grants)
+
+
+@pytest.mark.parametrize("argv,shown", [
+    (["--proxy", "u:pwS3cr@127.0.0.1:9"], "not an http:// URL"),
+    (["--proxy", "http://u:pwS3cr@127.0.0.1:notaport"], "malformed"),
+    (["--endpoint", "http://u:pwS3cr@127.0.0.1:5"], "must be only scheme://host[:port]"),
+    (["--endpoint", "http://[::1"], "malformed"),
+])
+def test_malformed_urls_exit_2_and_never_show_a_password(capsys, argv, shown):
+    code, out, err = cli(capsys, "ls", "--bucket", "abc", *argv)
+    assert code == 2 and shown in err and "pwS3cr" not in out + err, err
+    assert len(err.splitlines()) == 1
+
+
+def test_control_characters_in_names_never_reach_the_terminal(capsys, sw, s3, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["esc\x1b[31mred.txt", "cr\rx.txt", "nl\nx.txt", "plain.txt"]
+    for name in names:
+        (src / name).write_bytes(name.encode())
+    bucket = new_bucket()
+    for extra in (("--dry-run",), ("-v",)):
+        code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sw), *extra)
+        assert code == 0, err
+        assert not re.search(r"[\x00-\x09\x0b-\x1f]", out + err) and "esc\\x1b[31mred.txt" in out + err
+    assert sorted(remote_objects(s3, bucket)) == sorted(names)  # the keys themselves are exact
+    code, out, _ = cli(capsys, "ls", "--bucket", bucket, *ep(sw))
+    assert code == 0 and "nl\\x0ax.txt" in out and len(out.splitlines()) == len(names)
+
+
+def test_bucket_level_failures_name_the_bucket_and_api_misuse_is_refused(capsys, sw, site, tmp_path):
+    root, _ = site
+    bucket = new_bucket()
+    with FaultProxy(sw, decide=lambda m, t, i: "error500" if "?website" in t else None) as proxy:
+        code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, "--endpoint",
+                             proxy.endpoint, "--region", "us-east-1", "--static-website", "--retries", "1")
+    assert code == 1 and f"PutBucketWebsite InternalError (500): " in err and f"[{bucket}]" in err, err
+    app = estafette.OVHEstafette(endpoint=sw.endpoint, region="us-east-1")
+    with pytest.raises(UsageError, match="either options= or static_website"):
+        app.deploy(bucket, str(root), static_website=True, options=estafette.SyncOptions(prefix="x/"))
+    with pytest.raises(UsageError, match="unsupported ACL 'public'"):
+        app.file_manager.upload_file(str(root / "index.html"), bucket, "k", acl="public")
+    for prefix in ("/", "a//b", "../x", "./y"):
+        code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(sw), "--prefix", prefix)
+        assert code == 2 and "prefix" in err, (prefix, err)
+    code, out, _ = cli(capsys, "ls", "--bucket", bucket, *ep(sw), "--prefix", "/css/")
+    assert code == 0 and "css/site.css" in out
+
+
+def test_a_closed_pipe_ends_quietly(sw, s3):
+    bucket = new_bucket()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="a.txt", Body=b"a")
+    r = subprocess.run(f"{shlex_quote(sys.executable)} {shlex_quote(str(HERE / 'estafette.py'))} "
+                       f"url --bucket {bucket} --endpoint {sw.endpoint} " + " ".join(f"k{i}" for i in range(20000))
+                       + " | head -1; echo rc=${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                       env=_env_for(sw), capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith(f"{sw.endpoint}/{bucket}/k0\n") and "rc=141" in r.stdout, r.stdout[-200:]
+    assert r.stderr == ""
+
+
+def shlex_quote(s):
+    import shlex
+    return shlex.quote(s)
+
+
+def test_progress_line_fits_a_narrow_terminal(sw, tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    src = tmp_path / "src"
+    make_tree(src, 200, 19)
+    child = pexpect.spawn(sys.executable, [str(HERE / "estafette.py"), "deploy", "--bucket", new_bucket(),
+                                           "--source", str(src), *ep(sw)], env=_env_for(sw),
+                          encoding="utf-8", timeout=60, dimensions=(24, 40))
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    drawn = [part.split("\x1b[2K")[-1] for part in child.before.split("\r") if "files" in part]
+    assert drawn and all(len(p.rstrip("\n")) <= 39 for p in drawn), max(drawn, key=len)
