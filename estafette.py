@@ -3408,7 +3408,7 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    options = SyncOptions(**{name: getattr(args, name) for name in SyncOptions._names})
+    options = _options(args)
     app = _app(args)
     verifying = _Verify(app, args.bucket, options, (), args.website_url, args.website_host) \
         if args.verify else None  # its options are checked before the deploy starts
@@ -3434,11 +3434,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0 if result.success and (checked is None or checked.success) else 1
 
 
+def _options(args: argparse.Namespace) -> SyncOptions:
+    """The SyncOptions a command's arguments give (argparse dests are the field names)."""
+    return SyncOptions(**{n: getattr(args, n) for n in SyncOptions._names if hasattr(args, n)})
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     app = _app(args)
     result = app.verify(args.bucket, origins=args.origins, website_url=args.website_url,
                         website_host=args.website_host, sample=args.sample, full=args.full,
-                        options=SyncOptions.of(vars(args)))
+                        options=_options(args))
     if args.json:
         _print_json(result.to_dict())
     else:
