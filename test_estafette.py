@@ -1321,9 +1321,15 @@ TREES = {
 }
 
 
+@pytest.fixture
+def long_round_trips(monkeypatch):
+    """Fan out whatever the round trip (the in-memory server answers at once)."""
+    monkeypatch.setattr(estafette, "FAN_OUT_SECONDS", -1.0)
+
+
 @pytest.mark.parametrize("tree", sorted(TREES))
 @pytest.mark.parametrize("page,folder_order", [(4, False), (7, True), (1000, False)])
-def test_parallel_listing_finds_every_key_exactly_once(tree, page, folder_order):
+def test_parallel_listing_finds_every_key_exactly_once(tree, page, folder_order, long_round_trips):
     keys = TREES[tree]
     client = bucket_client(keys, page=page, folder_order=folder_order)
     fanned = []
@@ -1336,11 +1342,21 @@ def test_parallel_listing_finds_every_key_exactly_once(tree, page, folder_order)
         assert len(sent) == 1 and not fanned  # a small tree: one request, no fan-out
     elif tree != "flat":
         assert fanned and any(d == "/" for _, _, d, _ in sent)
-    else:  # no folders: the delimiter listing pages on, nothing fans out
-        assert not fanned and len(sent) == 1 + -(-len(keys) // page)
+    else:  # no folders: the delimiter listing pages on, no folder is listed
+        assert len(sent) == 1 + -(-len(keys) // page) and {p for _, p, _, _ in sent} == {""}
 
 
-def test_parallel_listing_under_a_prefix_and_in_a_given_pool():
+def test_short_round_trips_page_on_without_fanning_out():
+    keys = TREES["mixed"]
+    client = bucket_client(keys, page=6)
+    fanned = []
+    found = [o.key for o in estafette._list_tree(client, "b", "", None, fanned.append)]
+    assert sorted(found) == sorted(keys) and not fanned
+    assert len(client.transport.sent) == -(-len(keys) // 6)  # the flat listing's pages, no more
+    assert not any(d for _, _, d, _ in client.transport.sent)
+
+
+def test_parallel_listing_under_a_prefix_and_in_a_given_pool(long_round_trips):
     from concurrent.futures import ThreadPoolExecutor
     keys = TREES["mixed"]
     client = bucket_client(keys, page=5)
@@ -1447,7 +1463,7 @@ def test_slowdown_answers_reach_the_throttle_hook():
     assert told == [1]  # the 503 SlowDown, not the 500
 
 
-def test_parallel_listing_on_seaweedfs_matches_boto3(sw, s3):
+def test_parallel_listing_on_seaweedfs_matches_boto3(sw, s3, long_round_trips):
     from concurrent.futures import ThreadPoolExecutor
     bucket = new_bucket()
     s3.create_bucket(Bucket=bucket)
