@@ -1356,6 +1356,31 @@ def test_short_round_trips_page_on_without_fanning_out():
     assert not any(d for _, _, d, _ in client.transport.sent)
 
 
+def test_few_expected_keys_page_on_without_fanning_out(long_round_trips):
+    keys = TREES["mixed"]
+    client = bucket_client(keys, page=6)
+    found = [o.key for o in estafette._list_tree(client, "b", "", None, None, lambda p: 20)]
+    assert sorted(found) == sorted(keys) and len(client.transport.sent) == -(-len(keys) // 6)
+    client = bucket_client(keys, page=6)
+    many = estafette.FAN_OUT_KEYS + 1
+    found = [o.key for o in estafette._list_tree(client, "b", "", None, None, lambda p: many)]
+    assert sorted(found) == sorted(keys) and any(d for _, _, d, _ in client.transport.sent)
+
+
+@pytest.mark.parametrize("page", [3, 1000])
+def test_folders_expected_to_be_big_skip_their_flat_page(long_round_trips, monkeypatch, page):
+    monkeypatch.setattr(estafette, "_PAGE", 3)
+    keys = TREES["mixed"]
+    client = bucket_client(keys, page=page)
+    counts = collections.Counter(k[:i + 1] for k in keys for i, c in enumerate(k) if c == "/")
+    counts[""] = estafette.FAN_OUT_KEYS + 1
+    found = collections.Counter(o.key for o in estafette._list_tree(client, "b", "", None, None, counts.get))
+    assert found == collections.Counter(keys)
+    flat = {p for _, p, d, _ in client.transport.sent if not d}
+    if page == 3:  # "big/" (52 keys) goes straight to its delimiter listing; "s0/" (3) is one page
+        assert "big/" not in flat and "s0/" in flat
+
+
 def test_parallel_listing_under_a_prefix_and_in_a_given_pool(long_round_trips):
     from concurrent.futures import ThreadPoolExecutor
     keys = TREES["mixed"]
