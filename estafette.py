@@ -1945,13 +1945,14 @@ class _Aimd:
     slot, ``finished(seconds)`` for each upload and ``throttled()`` for each SlowDown/503.
     Every window (at least MIN_WINDOW, and two mean latencies) the limit may grow: by half
     while throughput follows (a slow start: a raise that bought less than PAYS of its share
-    is undone, and ends it), then by one while latency holds (within LATENCY_HOLD of its best).  It grows only
-    in windows where files waited for a slot.  A throttling answer halves it, at most once a
-    window (the requests already in flight answer the same), and the slow start resumes up to
+    is undone, and ends it), then by one while latency holds (within LATENCY_HOLD of its
+    best).  It grows only in windows where files waited for a slot, after the first (which
+    opens connections).  A throttling answer halves it, at most once a window (the requests
+    already in flight answer the same), and the slow start resumes up to
     RECOVER of the limit that was throttled.  ``fixed`` keeps ``start`` (--jobs N).
     """
 
-    MIN_WINDOW, LATENCY_HOLD, PAYS, RECOVER = 0.1, 1.5, 0.3, 0.85
+    MIN_WINDOW, LATENCY_HOLD, PAYS, RECOVER = 0.1, 1.25, 0.3, 0.85
 
     def __init__(self, start: int, high: int = 64, fixed: bool = False,
                  clock: Callable[[], float] = time.monotonic):
@@ -1961,6 +1962,7 @@ class _Aimd:
         self._rate = 0.0  # uploads per second in the last window
         self._raised = 0  # the last raise, undone if throughput did not follow
         self._hold = 0.0  # no second decrease before this time
+        self._warming = True  # the first window opens connections: it only sets the base
         self._reset(clock())
 
     def _reset(self, now: float) -> None:
@@ -1990,6 +1992,9 @@ class _Aimd:
     def _decide(self, rate: float, latency: float) -> None:
         if self.fixed or not self._waited:
             self._raised = 0
+            return
+        if self._warming:  # handshakes slowed it: a raise would seem to pay
+            self._warming = False
             return
         self._best = latency if self._best is None else min(self._best, latency)
         slow = self.limit < self.ceiling
