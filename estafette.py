@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # annotations stay strings (PEP 563): typing is never importe
     import datetime as dt
     import xml.etree.ElementTree as ET
     from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
-                        Sequence, Tuple)
+                        Sequence, Set, Tuple)
 
 __version__ = "1.1.0"
 
@@ -229,7 +229,7 @@ class SyncOptions(_Model):
     delete: bool = False
     max_delete: int = 1000
     force: bool = False
-    jobs: int = 16
+    jobs: Optional[int] = None  # None: adaptive (AIMD from DEFAULT_JOBS); N fixes it
     cache_control: List[str] = []  # GLOB=VALUE rules, the first match wins
     content_types: List[str] = []  # GLOB=TYPE rules
     gzip: List[str] = []  # GLOBs
@@ -746,6 +746,7 @@ class Transport:
         self._ssl = None
         # (scheme, netloc) -> idle connections; list.pop/append are atomic, so no lock is needed
         self._idle: Dict[Tuple[str, str], List[Any]] = {}
+        self._opening: Dict[Tuple[str, str], List[None]] = {}  # connections warm() is opening
 
     def _context(self) -> Any:
         if self._ssl is None:
@@ -773,6 +774,37 @@ class Transport:
         elif proxy:
             conn.proxy_headers = _proxy_auth(proxy)
         return conn
+
+    def warm(self, url: str, count: int) -> None:
+        """Open connections to ``url``'s host in the background (TCP, proxy tunnel, TLS) until
+        ``count`` sit idle, so that the requests about to go need no handshake.  Failures are
+        left for those requests to meet."""
+        import threading
+        parts = urllib.parse.urlsplit(url)
+        where = (parts.scheme, parts.netloc)
+        idle = self._idle.setdefault(where, [])
+        opening = self._opening.setdefault(where, [])
+        more = count - len(idle) - len(opening)
+        if more <= 0:
+            return
+        opening.extend([None] * more)
+
+        def one() -> None:
+            conn = self._new(parts.scheme, parts.netloc)
+            try:
+                conn.connect()
+                idle.append(conn)
+            except Exception:  # noqa: BLE001 - the request that needs it will say why
+                conn.close()
+            finally:
+                opening.pop()
+
+        def start() -> None:  # threads started here: Thread.start() waits for each
+            if parts.scheme == "https":
+                self._context()  # one context, made once
+            for _ in range(more):
+                threading.Thread(target=one, daemon=True).start()
+        threading.Thread(target=start, daemon=True).start()
 
     def close(self) -> None:
         """Close every idle connection; connections in use close when their answer is read."""
@@ -858,6 +890,8 @@ def _retry_after(value: str) -> Optional[float]:
 _RETRY_STATUS = {500, 502, 503, 504, 429}
 _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
                 "Throttling", "ThrottlingException", "RequestLimitExceeded", "OperationAborted"}
+
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
 
 # Answers that mean the key pair is wrong: the error says where it came from.
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
@@ -965,6 +999,8 @@ class S3Client:
         self.retries, self.backoff, self._sleep = max(1, retries), backoff, sleep
         self.log = log  # --debug lines; never given a secret
         self.notice: Optional[Callable[[str], None]] = None  # a line while retrying a failure
+        self.throttled: Optional[Callable[[], None]] = None  # told of each SlowDown/503/429
+        self.quickest: Optional[float] = None  # the shortest answer so far, in seconds
         # File bodies go as UNSIGNED-PAYLOAD where nothing can alter them on the way: inside
         # TLS (as rclone does for OVH) or over loopback.  Plain HTTP across a network gets each
         # body's SHA-256 signed (botocore and minio decide the same way for TLS).
@@ -988,6 +1024,8 @@ class S3Client:
                 return self._attempt(req)
             except S3Error as exc:
                 answer_lost = exc.answer_lost = answer_lost or exc.answer_lost
+                if self.throttled and (exc.status in (429, 503) or exc.code in _THROTTLE_CODES):
+                    self.throttled()
                 if not self._again(exc, attempt):
                     raise
             except (OSError, http.client.HTTPException) as exc:  # (a TLS refusal is both)
@@ -1048,8 +1086,10 @@ class S3Client:
         except ValueError:  # http.client refuses a header value; its message quotes it
             raise EstafetteError(f"{req.operation} {req.key or req.bucket or '/'}: a header "
                                  "holds a line break or a non-ASCII character") from None
-        self._debug(f"{req.method} {req.url} -> {resp.status} "
-                    f"({time.monotonic() - started:.3f}s)")
+        took = time.monotonic() - started
+        if self.quickest is None or took < self.quickest:
+            self.quickest = took  # (a race between threads only keeps a close value)
+        self._debug(f"{req.method} {req.url} -> {resp.status} ({took:.3f}s)")
         error = _error_from(resp, req)
         if error is None:
             return resp
@@ -1753,28 +1793,123 @@ def _listing(client: S3Client, bucket: str, query: List[Tuple[str, Optional[str]
     return root, (urllib.parse.unquote_plus if encoded else str)
 
 
+def _page(client: S3Client, bucket: str, query: List[Tuple[str, Optional[str]]]
+          ) -> Tuple[List[RemoteObject], Optional[str]]:
+    """One ListObjectsV2 page: its objects (CommonPrefixes as is_prefix), and the token of the
+    next page or None."""
+    root, key = _listing(client, bucket, query)
+    out = []
+    for el in root.iterfind("{*}Contents") if root is not None else ():
+        # Plain child iteration: ElementPath's {*} lookups cost 4x more on big listings.
+        f = {child.tag.rpartition("}")[2]: child.text or "" for child in el}
+        out.append(RemoteObject(key(f.get("Key", "")), int(f.get("Size") or 0),
+                                f.get("ETag", "").strip('"'), f.get("LastModified", "")))
+    for el in root.iterfind("{*}CommonPrefixes") if root is not None else ():
+        out.append(RemoteObject(key(_text(el, "Prefix")), is_prefix=True))
+    token = _text(root, "NextContinuationToken")
+    return out, token if _text(root, "IsTruncated") == "true" and token else None
+
+
 def _list_objects(client: S3Client, bucket: str, prefix: str = "",
-                  delimiter: Optional[str] = None) -> Iterator[RemoteObject]:
-    """ListObjectsV2, all pages (OVH documents only V2)."""
-    token = None
+                  delimiter: Optional[str] = None,
+                  token: Optional[str] = None) -> Iterator[RemoteObject]:
+    """ListObjectsV2, all pages (OVH documents only V2), or those after ``token``'s."""
     while True:
         query: List[Tuple[str, Optional[str]]] = [("list-type", "2"), ("prefix", prefix)]
         if delimiter:
             query.append(("delimiter", delimiter))
         if token:
             query.append(("continuation-token", token))
-        root, key = _listing(client, bucket, query)
-        for el in root.iterfind("{*}Contents") if root is not None else ():
-            # Plain child iteration: ElementPath's {*} lookups cost 4x more on big listings.
-            f = {child.tag.rpartition("}")[2]: child.text or "" for child in el}
-            yield RemoteObject(key(f.get("Key", "")), int(f.get("Size") or 0),
-                               f.get("ETag", "").strip('"'), f.get("LastModified", ""))
-        for el in root.iterfind("{*}CommonPrefixes") if root is not None else ():
-            yield RemoteObject(key(_text(el, "Prefix")), is_prefix=True)
-        next_token = _text(root, "NextContinuationToken")
-        if _text(root, "IsTruncated") != "true" or not next_token or next_token == token:
+        objects, next_token = _page(client, bucket, query)
+        yield from objects
+        if not next_token or next_token == token:
             return  # (a server repeating its token would loop forever)
         token = next_token
+
+
+LIST_JOBS = 16  # folders listed at once
+# Folders are listed in parallel only when round trips are long: the quickest answer so far
+# took this long.  Below it (a server on the LAN or loopback), paging on costs less than the
+# extra requests, which the server and this machine must serve (measured: 0.2 s more for a
+# 20,000-key no-change deploy on loopback; 2.5x faster listing at 80 ms).
+FAN_OUT_SECONDS = 0.02
+# Nor when the caller expects few pages (a site of this many files): paging on takes about as
+# many round trips as the fan-out's first page, delimiter listing and folders would.
+FAN_OUT_KEYS = 4000
+_PAGE = 1000  # keys in a listing page (S3's maximum and default)
+
+
+def _list_step(client: S3Client, bucket: str, prefix: str,
+               on_fan_out: Optional[Callable[[int], None]] = None,
+               expect: Optional[Callable[[str], Optional[int]]] = None, root: bool = True
+               ) -> Tuple[List[RemoteObject], Set[str], List[str]]:
+    """List ``prefix``: (objects, keys to drop from its folders' listings, folders to list).
+
+    One flat page that holds everything ends it (a small site, a leaf folder: one request).
+    Otherwise, on a short round trip, the flat listing pages on.  On a long one a delimiter
+    listing gives the prefix's own files and its folders; the first page's keys are kept so
+    that the folders' listings drop them, whatever the server's order.  A tree without
+    folders thus pages sequentially, as a flat listing would.  A folder expected to hold more
+    than a page (``expect(prefix)``) skips the flat page: one round trip less per level.
+    """
+    hint = expect(prefix) if expect else None
+    fast = (client.quickest or 0.0) < FAN_OUT_SECONDS
+    if not root and not fast and hint is not None and hint > _PAGE:
+        return _delimited(client, bucket, prefix, [], on_fan_out)
+    first, token = _page(client, bucket, [("list-type", "2"), ("prefix", prefix)])
+    if token is None:
+        return first, set(), []
+    if (client.quickest or 0.0) < FAN_OUT_SECONDS or (root and hint is not None
+                                                        and hint <= FAN_OUT_KEYS):
+        return first + list(_list_objects(client, bucket, prefix, token=token)), set(), []
+    return _delimited(client, bucket, prefix, first, on_fan_out)
+
+
+def _delimited(client: S3Client, bucket: str, prefix: str, first: List[RemoteObject],
+               on_fan_out: Optional[Callable[[int], None]]
+               ) -> Tuple[List[RemoteObject], Set[str], List[str]]:
+    """The delimiter listing of ``prefix``, after its flat ``first`` page (maybe none):
+    (first + the prefix's own files, the first page's keys, folders)."""
+    if on_fan_out:
+        on_fan_out(LIST_JOBS)  # connections open while the delimiter listing goes
+    listed = {o.key for o in first}
+    folders: List[str] = []
+    for o in _list_objects(client, bucket, prefix, "/"):
+        if o.is_prefix:
+            if o.key != prefix:  # (a server may answer the prefix itself: never recurse on it)
+                folders.append(o.key)
+        elif o.key not in listed:  # (the prefix's own files: no folder lists them again)
+            first.append(o)
+    return first, listed, folders
+
+
+def _list_tree(client: S3Client, bucket: str, prefix: str = "", pool: Any = None,
+               on_fan_out: Optional[Callable[[int], None]] = None,
+               expect: Optional[Callable[[str], Optional[int]]] = None
+               ) -> Iterator[RemoteObject]:
+    """Every object under ``prefix``, each exactly once, folders listed in parallel in ``pool``
+    (a ThreadPoolExecutor; None: one of LIST_JOBS threads).  ``on_fan_out(n)`` is told when
+    up to ``n`` folders are about to be listed at once (to open connections ahead);
+    ``expect(p)`` is how many keys the caller expects under a prefix ``p``, or None."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    own = pool is None
+    pool = pool or ThreadPoolExecutor(LIST_JOBS)
+    seen: Set[str] = set()  # keys of first pages whose folders are listed again
+    pending = {pool.submit(_list_step, client, bucket, prefix, on_fan_out, expect)}
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                objects, listed, folders = fut.result()
+                yield from (o for o in objects if o.key not in seen) if seen else objects
+                seen |= listed
+                pending |= {pool.submit(_list_step, client, bucket, p, on_fan_out, expect,
+                                        False) for p in folders}
+    finally:
+        for fut in pending:
+            fut.cancel()
+        if own:
+            pool.shutdown()
 
 
 def _list_uploads(client: S3Client, bucket: str, prefix: str = "") -> List[Tuple[str, str]]:
@@ -1988,6 +2123,117 @@ class Observer:
             raise Cancelled()
 
 
+MAX_JOBS = 64  # the most uploads in flight the controller grows to
+
+
+def _warm(client: S3Client, bucket: str, count: int) -> None:
+    """Have ``count`` connections to the bucket's host open ahead of the requests."""
+    warm = getattr(client.transport, "warm", None)
+    if warm and count > 0:
+        warm(client.endpoint.object_url(bucket), count)
+
+
+class _Aimd:
+    """How many uploads may be in flight: additive increase, multiplicative decrease.
+
+    Pure logic on an injected clock.  The caller reports ``waiting()`` when a file waits for a
+    slot, ``finished(seconds)`` for each upload and ``throttled()`` for each SlowDown/503.
+    Every window (at least MIN_WINDOW, and two mean latencies) the limit may grow: by half
+    while throughput follows (a slow start: a raise that bought less than PAYS of its share
+    is undone, and ends it), then by one while latency holds (within LATENCY_HOLD of its
+    best).  It grows only in windows where files waited for a slot, after the first (which
+    opens connections).  A throttling answer halves it, at most once a window (the requests
+    already in flight answer the same), and the slow start resumes up to
+    RECOVER of the limit that was throttled.  ``fixed`` keeps ``start`` (--jobs N).
+    """
+
+    MIN_WINDOW, LATENCY_HOLD, PAYS, RECOVER = 0.1, 1.25, 0.3, 0.85
+
+    def __init__(self, start: int, high: int = 64, fixed: bool = False,
+                 clock: Callable[[], float] = time.monotonic):
+        self.limit, self.high, self.fixed, self.clock = start, max(start, high), fixed, clock
+        self.ceiling = self.high  # slow start runs below this (TCP's ssthresh)
+        self._best: Optional[float] = None  # the lowest mean latency of a window
+        self._rate = 0.0  # uploads per second in the last window
+        self._raised = 0  # the last raise, undone if throughput did not follow
+        self._hold = 0.0  # no second decrease before this time
+        self._warming = True  # the first window opens connections: it only sets the base
+        self._reset(clock())
+
+    def _reset(self, now: float) -> None:
+        self._start, self._done, self._seconds, self._waited = now, 0, 0.0, False
+
+    def waiting(self) -> None:
+        self._waited = True
+
+    def finished(self, seconds: float) -> None:
+        self._done += 1
+        self._seconds += seconds
+        now = self.clock()
+        latency = self._seconds / self._done
+        if now - self._start >= max(self.MIN_WINDOW, 2 * latency):
+            self._decide(self._done / max(now - self._start, 1e-9), latency)
+            self._reset(now)
+
+    def throttled(self) -> None:
+        now = self.clock()
+        if self.fixed or now < self._hold:
+            return
+        self.ceiling = max(1, int(self.limit * self.RECOVER))
+        self.limit, self._raised = max(1, self.limit // 2), 0
+        self._hold = now + max(self.MIN_WINDOW, 2 * (self._best or 0.0))
+        self._reset(now)  # the next window starts at the new limit
+
+    def _decide(self, rate: float, latency: float) -> None:
+        if self.fixed or not self._waited:
+            self._raised = 0
+            return
+        if self._warming:  # handshakes slowed it: a raise would seem to pay
+            self._warming = False
+            return
+        self._best = latency if self._best is None else min(self._best, latency)
+        slow = self.limit < self.ceiling
+        share = self._raised / max(1, self.limit - self._raised)
+        if self._raised and slow and rate < self._rate * (1 + self.PAYS * share):
+            self.limit -= self._raised  # more in flight bought nothing: stay below
+            self.ceiling, self._raised = self.limit, 0
+            return
+        self._rate = rate
+        if latency > self._best * self.LATENCY_HOLD:
+            self._raised = 0
+            return
+        step = min(max(1, self.limit // 2), self.ceiling - self.limit) if slow else 1
+        self._raised = min(step, self.high - self.limit)
+        self.limit += self._raised
+
+
+class _Gate:
+    """Blocks the submitting thread while the controller's limit of uploads are in flight."""
+
+    def __init__(self, aimd: _Aimd):
+        import threading
+        self.aimd, self.inflight = aimd, 0
+        self._cond = threading.Condition()
+
+    def enter(self, observer: Observer) -> None:
+        with self._cond:
+            while self.inflight >= self.aimd.limit:
+                self.aimd.waiting()
+                self._cond.wait(0.25)
+                observer.check()
+            self.inflight += 1
+
+    def leave(self, seconds: float) -> None:
+        with self._cond:
+            self.inflight -= 1
+            self.aimd.finished(seconds)
+            self._cond.notify_all()
+
+    def throttled(self) -> None:
+        with self._cond:
+            self.aimd.throttled()
+
+
 class _Sync:
     """One sync: validated and scanned at construction (no request), then run()."""
 
@@ -2000,6 +2246,8 @@ class _Sync:
         _check_acl(self.acl)
         for name, low in (("jobs", 1), ("max_delete", 0)):
             value = getattr(options, name)
+            if value is None and name == "jobs":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least {low}, "
                                  f"got {value!r}")
@@ -2057,10 +2305,12 @@ class _Sync:
         return sorted(k for k in remote if k not in kept)
 
     def run(self, client: S3Client, bucket: str, observer: Optional[Observer] = None,
-            res: Optional[SyncResult] = None) -> SyncResult:
+            res: Optional[SyncResult] = None,
+            ensure: Optional[Callable[[], bool]] = None) -> SyncResult:
         """Hash and list, plan, upload phase by phase, then clean up and delete stale keys.
 
-        Results go into ``res`` (a new SyncResult by default), which is returned.
+        Results go into ``res`` (a new SyncResult by default), which is returned.  ``ensure``
+        (a deploy's bucket check, True if the bucket was missing) runs alongside the listing.
         """
         import tempfile
         from concurrent.futures import ThreadPoolExecutor
@@ -2073,62 +2323,91 @@ class _Sync:
         res.actions += [{"action": "exclude", "key": k, "reason": "local"} for k in self.excluded]
         tmpdir = tempfile.mkdtemp(prefix="estafette-") if any(f.gzip for f in self.files) \
             else None
-        jobs = self.options.jobs
+        jobs = self.options.jobs or DEFAULT_JOBS
         pool, parts = ThreadPoolExecutor(jobs), ThreadPoolExecutor(min(jobs, PART_JOBS))
+        io = ThreadPoolExecutor(jobs)  # requests while the pool hashes: listing, checks
+        # Hashing is CPU-bound (hashlib lets go of the GIL): a thread per core and one more.
+        self._hasher = ThreadPoolExecutor(min(jobs, (os.cpu_count() or 2) + 1))
         try:
-            todo, stale = self._prepare(client, bucket, pool, parts, tmpdir, observer, res)
+            todo, stale = self._prepare(client, bucket, pool, parts, tmpdir, observer, res,
+                                        io, ensure)
             if self.options.dry_run:
                 if len(stale) > self.options.max_delete:  # say now what the real run refuses
                     res.errors.append(self._too_many(len(stale)))
                 return res
-            self._upload(client, bucket, todo, pool, parts, observer, res)
+            self._upload(client, bucket, todo, parts, observer, res)
             # Some servers (SeaweedFS) ignore x-amz-acl on PutObject: one read tells.
             self._enforce_acl(client, bucket, res.files_uploaded, res.files_uploaded[:1], pool,
                               observer, res)
-            self._abort_leftover_uploads(client, bucket, res)
+            self._abort_leftover_uploads(client, bucket, res,
+                                         any(f.size >= MULTIPART_THRESHOLD for f in todo))
             self._delete_stale(client, bucket, stale, observer, res)
             return res
         except BaseException:
             observer.stop.set()  # workers give up at their next file, block or part
             raise
         finally:
-            pool.shutdown()
-            parts.shutdown()
+            for executor in (io, self._hasher, pool, parts):
+                executor.shutdown()
             if tmpdir:
                 import shutil
                 shutil.rmtree(tmpdir, ignore_errors=True)
 
     def _prepare(self, client: S3Client, bucket: str, pool: Any, parts: Any,
-                 tmpdir: Optional[str], observer: Observer,
-                 res: SyncResult) -> Tuple[List[_File], List[str]]:
-        """Plan the sync: (files to upload, stale keys to delete), actions recorded in res."""
+                 tmpdir: Optional[str], observer: Observer, res: SyncResult, io: Any,
+                 ensure: Optional[Callable[[], bool]] = None) -> Tuple[List[_File], List[str]]:
+        """Plan the sync: (files to upload, stale keys to delete), actions recorded in res.
+
+        What does not depend on each other overlaps: the workers hash while ``io`` runs the
+        bucket check, then the unfinished-upload sweep, and the listing (folders in parallel);
+        the ACL sample is read as soon as the listing is in.
+        """
         observer.phase("hashing and listing")
         hashing = self._hash_all(client, pool, parts, tmpdir, observer)
-        try:  # listed by this thread while the workers hash
-            remote = {o.key: o for o in _list_objects(client, bucket, self.prefix)}
-        except S3Error as exc:
-            if not (self.options.dry_run and exc.code == "NoSuchBucket"):
-                raise
-            remote = {}
+        # The bucket check, listing, sweep and ACL sample need a few connections at once: the
+        # two beyond the first requests' own open meanwhile.
+        _warm(client, bucket, 2)
+        missing = io.submit(ensure) if ensure else None
+        self._swept = None if self.options.dry_run else io.submit(self._sweep, client, bucket,
+                                                                   missing)
+        remote = self._list_remote(client, bucket, io, missing)
+        new = sum(f.key not in remote for f in self.files)
+        if new and not self.options.dry_run:  # uploads ahead: open their connections now
+            _warm(client, bucket, min(new, self.options.jobs or DEFAULT_JOBS))
+        # Unchanged objects are not re-sent, so their ACL could be a previous run's: a sample
+        # of the listed keys is read while the hashing ends.
+        present = [f.key for f in self.files if f.key in remote]
+        sample = sorted({present[0], present[len(present) // 2], present[-1]}) if present else []
+        checks = [io.submit(_is_public, client, bucket, k) for k in sample]
         todo = self._plan(client, bucket, remote, hashing, pool, res)
-        # Unchanged objects are not re-sent, so their ACL could be a previous run's.
         keys = res.files_skipped
-        self._enforce_acl(client, bucket, keys, sorted({keys[0], keys[len(keys) // 2], keys[-1]})
-                          if keys else [], pool, observer, res)
+        self._enforce_acl(client, bucket, keys, sample, pool, observer, res, checks)
         stale = self._stale(remote, res)
         res.actions += [{"action": "delete", "key": k, "reason": "stale",
                          "size": remote[k].size} for k in stale]
         return todo, stale
 
-    def _upload(self, client: S3Client, bucket: str, todo: List[_File], pool: Any, parts: Any,
+    def _upload(self, client: S3Client, bucket: str, todo: List[_File], parts: Any,
                 observer: Observer, res: SyncResult) -> None:
-        """Upload phase by phase; a phase starts once every file of the one before is done."""
+        """Upload phase by phase; a phase starts once every file of the one before is done.
+
+        As many files are in flight as the AIMD controller allows (fixed by --jobs), and
+        each throttling answer the client meets is reported to it.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        fixed = self.options.jobs
+        gate = _Gate(_Aimd(fixed or DEFAULT_JOBS, MAX_JOBS, fixed=bool(fixed)))
+        workers = ThreadPoolExecutor(gate.aimd.high)  # threads start only as the limit grows
+        hook, client.throttled = client.throttled, gate.throttled
         observer.begin(len(todo), sum(f.size for f in todo))
         try:
             for phase in self._phases(todo):
-                futures = [(f, pool.submit(_put_file, client, bucket, f, self.acl, parts,
-                                           observer)) for f in phase]
+                futures = []
                 try:
+                    for f in phase:
+                        gate.enter(observer)
+                        futures.append((f, workers.submit(self._put_one, client, bucket, f,
+                                                          parts, observer, gate)))
                     for f, fut in futures:
                         try:
                             fut.result()
@@ -2142,7 +2421,54 @@ class _Sync:
                         fut.cancel()
                     raise
         finally:
+            client.throttled = hook
+            workers.shutdown()
             observer.end()
+
+    def _put_one(self, client: S3Client, bucket: str, f: _File, parts: Any, observer: Observer,
+                 gate: "_Gate") -> None:
+        started = time.monotonic()
+        try:
+            _put_file(client, bucket, f, self.acl, parts, observer)
+        finally:
+            gate.leave(time.monotonic() - started)
+
+    def _list_remote(self, client: S3Client, bucket: str, io: Any,
+                     missing: Any) -> Dict[str, RemoteObject]:
+        """The objects under the prefix by key; none if the bucket check found it missing."""
+        def fan_out(count: int) -> None:
+            _warm(client, bucket, min(count, self.options.jobs or DEFAULT_JOBS))
+        try:
+            remote = {o.key: o for o in _list_tree(client, bucket, self.prefix, io, fan_out,
+                                                   self._expect)}
+            if missing is not None:
+                missing.result()  # its error, its action recorded before the plan's
+            return remote
+        except S3Error as exc:
+            gone = missing.result() if missing else False  # the bucket check's error first
+            if exc.code == "NoSuchBucket" and (gone or self.options.dry_run):
+                return {}  # listed before it was created, or a dry run
+            raise
+
+    def _expect(self, prefix: str) -> int:
+        """How many local files map to keys under ``prefix`` (what the listing may find)."""
+        counts = getattr(self, "_counts", None)
+        if counts is None:  # counted on first use, in the listing thread that asks
+            counts = collections.Counter(f.key[:i + 1] for f in self.files
+                                         for i, c in enumerate(f.key) if c == "/")
+            counts[self.prefix] = len(self.files)
+            self._counts = counts
+        return counts.get(prefix, 0)
+
+    def _sweep(self, client: S3Client, bucket: str, missing: Any) -> Any:
+        """Unfinished multipart uploads of our keys, or the EstafetteError that hid them."""
+        if missing is not None and missing.result():
+            return []  # a new bucket has none
+        ours = {f.key for f in self.files}
+        try:
+            return [u for u in _list_uploads(client, bucket, self.prefix) if u[0] in ours]
+        except EstafetteError as exc:
+            return exc
 
     def _hash_all(self, client: S3Client, pool: Any, parts: Any, tmpdir: Optional[str],
                   observer: Observer) -> List[Any]:
@@ -2165,8 +2491,9 @@ class _Sync:
 
         # Site files are small: hand them out in chunks, as one future per file costs more
         # than hashing it.
-        step = max(1, len(self.files) // (self.options.jobs * 4))
-        return [pool.submit(hash_chunk, self.files[i:i + step])
+        hasher = getattr(self, "_hasher", pool)
+        step = max(1, len(self.files) // (hasher._max_workers * 8))
+        return [hasher.submit(hash_chunk, self.files[i:i + step])
                 for i in range(0, len(self.files), step)]
 
     def _plan(self, client: S3Client, bucket: str, remote: Dict[str, RemoteObject],
@@ -2213,7 +2540,8 @@ class _Sync:
         return todo
 
     def _enforce_acl(self, client: S3Client, bucket: str, keys: List[str], sample: List[str],
-                     pool: Any, observer: Observer, res: SyncResult) -> None:
+                     pool: Any, observer: Observer, res: SyncResult,
+                     checked: Optional[List[Any]] = None) -> None:
         """Make ``keys`` carry the sync's ACL, at a constant cost when nothing needs doing.
 
         The ACL of ``sample`` tells; on a mismatch it is set on one key and read back, and only
@@ -2222,9 +2550,12 @@ class _Sync:
         request per object.
         """
         want = self.acl == "public-read"
-        try:
-            if not sample or all(p == want for p in pool.map(
-                    lambda k: _is_public(client, bucket, k), sample)):
+        if not keys or not sample:
+            return
+        try:  # ``checked``: futures of the sample's _is_public, already sent
+            if all(p == want for p in ([c.result() for c in checked] if checked is not None
+                                       else pool.map(lambda k: _is_public(client, bucket, k),
+                                                     sample))):
                 return
             res.actions += [{"action": "set-acl", "key": k, "reason": self.acl} for k in keys]
             if self.options.dry_run:
@@ -2261,14 +2592,17 @@ class _Sync:
         phases.append([f for f in todo if f.key == self.index_key])
         return [p for p in phases if p]
 
-    def _abort_leftover_uploads(self, client: S3Client, bucket: str, res: SyncResult) -> None:
+    def _abort_leftover_uploads(self, client: S3Client, bucket: str, res: SyncResult,
+                                again: bool = True) -> None:
         """Abort unfinished multipart uploads of our keys: a killed run, or a retried
-        CreateMultipartUpload whose first answer was lost, leaves them behind (billed)."""
-        ours = set(res.keys)
-        try:
-            leftovers = [u for u in _list_uploads(client, bucket, self.prefix) if u[0] in ours]
-        except EstafetteError as exc:
-            res.warnings.append(f"could not list unfinished uploads: {exc}")
+        CreateMultipartUpload whose first answer was lost, leaves them behind (billed).
+        The sweep made while listing serves unless ``again`` (this run made multipart
+        uploads)."""
+        swept = getattr(self, "_swept", None)
+        leftovers = swept.result() if swept is not None and not again else \
+            self._sweep(client, bucket, None)
+        if isinstance(leftovers, EstafetteError):
+            res.warnings.append(f"could not list unfinished uploads: {leftovers}")
             return
         for key, upload_id in leftovers:
             try:
@@ -2437,7 +2771,7 @@ class FileManager(_Manager):
     def sync_files(self, source_path: str, bucket_name: str, destination_prefix: str = "",
                    region: Optional[str] = None, static_website: bool = False,
                    dry_run: bool = False, acl: Optional[str] = None, delete: bool = False,
-                   max_delete: int = 1000, force: bool = False, jobs: int = DEFAULT_JOBS,
+                   max_delete: int = 1000, force: bool = False, jobs: Optional[int] = None,
                    cache_control: Iterable[str] = (), content_types: Iterable[str] = (),
                    gzip: Iterable[str] = (), index_document: str = "index.html",
                    console: Any = None, options: Optional[SyncOptions] = None,
@@ -2692,7 +3026,7 @@ class OVHEstafette:
                index_document: str = "index.html", error_document: str = "error.html",
                cors_origins: Iterable[str] = (), acl: Optional[str] = None,
                delete: bool = False, max_delete: int = 1000, force: bool = False,
-               jobs: int = DEFAULT_JOBS, cache_control: Iterable[str] = (),
+               jobs: Optional[int] = None, cache_control: Iterable[str] = (),
                content_types: Iterable[str] = (), gzip: Iterable[str] = (),
                options: Optional[SyncOptions] = None, exclude: Iterable[str] = (),
                include: Iterable[str] = (), exclude_from: Iterable[str] = (),
@@ -2757,15 +3091,19 @@ class _Deploy:
         observer.say(f"deploying {self.source} to {bucket}/{self.sync.prefix} ({region}); objects: "
                      + ("public-read (website)" if options.static_website
                         else self.sync.acl))
-        if not app.bucket_manager.bucket_exists(bucket):
+
+        def ensure() -> bool:  # runs while the sync hashes and lists
+            if app.bucket_manager.bucket_exists(bucket):
+                if self.sync.acl == "private" and not options.static_website:
+                    self._keep_bucket_private(observer, res)
+                return False
             res.actions.append({"action": "create-bucket", "key": bucket, "reason": "missing"})
             if not options.dry_run:
                 app.bucket_manager.create_bucket(
                     bucket, acl="public-read" if options.static_website else "private")
                 observer.say(f"created bucket {bucket} in region {region}")
-        elif self.sync.acl == "private" and not options.static_website:
-            self._keep_bucket_private(observer, res)
-        self.sync.run(self.client, bucket, observer, res)
+            return True
+        self.sync.run(self.client, bucket, observer, res, ensure)
         for action, done, step in self._bucket_steps():
             res.actions.append({"action": action, "key": bucket, "reason": "config"})
             if not options.dry_run:
@@ -3283,8 +3621,9 @@ def _add_deploy(sub: Any) -> None:
     a("--max-delete", type=int, default=1000, metavar="N",
       help="refuse to delete more than N keys, all or nothing (default: 1000)")
     a("--force", action="store_true", help="upload even unchanged files (default: off)")
-    a("--jobs", "-j", type=int, default=DEFAULT_JOBS, metavar="N",
-      help=f"parallel uploads (default: {DEFAULT_JOBS})")
+    a("--jobs", "-j", type=int, default=None, metavar="N",
+      help=f"parallel uploads, fixed (default: adaptive, from {DEFAULT_JOBS} up to {MAX_JOBS}: "
+      "more while throughput grows, half as many when the server says SlowDown)")
     a("--cache-control", action="append", default=[], metavar="GLOB=VALUE", help="Cache-"
       "Control for matching files, first match wins (repeatable; default: none)")
     a("--content-type", dest="content_types", action="append", default=[],
