@@ -1846,11 +1846,12 @@ def _list_step(client: S3Client, bucket: str, prefix: str,
     """List ``prefix``: (objects, keys to drop from its folders' listings, folders to list).
 
     One flat page that holds everything ends it (a small site, a leaf folder: one request).
-    Otherwise, on a short round trip, the flat listing pages on.  On a long one a delimiter
-    listing gives the prefix's own files and its folders; the first page's keys are kept so
-    that the folders' listings drop them, whatever the server's order.  A tree without
-    folders thus pages sequentially, as a flat listing would.  A folder expected to hold more
-    than a page (``expect(prefix)``) skips the flat page: one round trip less per level.
+    Otherwise a delimiter listing gives the prefix's own files and its folders; the first
+    page's keys are kept so that the folders' listings drop them, whatever the server's
+    order.  A tree without folders thus pages sequentially, as a flat listing would.  A
+    folder expected to hold more than a page (``expect(prefix)``) skips the flat page: one
+    round trip less per level.  On a short round trip only the top (``root``) splits, and
+    only when many keys are expected; folders page on, which costs fewer requests.
     """
     hint = expect(prefix) if expect else None
     fast = (client.quickest or 0.0) < FAN_OUT_SECONDS
@@ -1859,10 +1860,10 @@ def _list_step(client: S3Client, bucket: str, prefix: str,
     first, token = _page(client, bucket, [("list-type", "2"), ("prefix", prefix)])
     if token is None:
         return first, set(), []
-    if (client.quickest or 0.0) < FAN_OUT_SECONDS or (root and hint is not None
-                                                        and hint <= FAN_OUT_KEYS):
+    few = root and hint is not None and hint <= FAN_OUT_KEYS
+    if few or (fast and (not root or hint is None)):
         return first + list(_list_objects(client, bucket, prefix, token=token)), set(), []
-    return _delimited(client, bucket, prefix, first, on_fan_out)
+    return _delimited(client, bucket, prefix, first, None if fast else on_fan_out)
 
 
 def _delimited(client: S3Client, bucket: str, prefix: str, first: List[RemoteObject],

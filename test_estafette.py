@@ -1381,6 +1381,16 @@ def test_folders_expected_to_be_big_skip_their_flat_page(long_round_trips, monke
         assert "big/" not in flat and "s0/" in flat
 
 
+def test_short_round_trips_split_only_the_top_when_many_keys_are_expected():
+    keys = TREES["mixed"]
+    client = bucket_client(keys, page=6)
+    found = collections.Counter(o.key for o in estafette._list_tree(
+        client, "b", "", None, None, lambda p: estafette.FAN_OUT_KEYS + 1))
+    assert found == collections.Counter(keys)
+    delimited = [p for _, p, d, _ in client.transport.sent if d]
+    assert set(delimited) == {""}  # the top's folders page on flat
+
+
 def test_parallel_listing_under_a_prefix_and_in_a_given_pool(long_round_trips):
     from concurrent.futures import ThreadPoolExecutor
     keys = TREES["mixed"]
