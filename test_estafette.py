@@ -3406,3 +3406,93 @@ def test_progress_line_fits_a_narrow_terminal(sw, tmp_path):
     assert child.exitstatus == 0
     drawn = [part.split("\x1b[2K")[-1] for part in child.before.split("\r") if "files" in part]
     assert drawn and all(len(p.rstrip("\n")) <= 39 for p in drawn), max(drawn, key=len)
+
+
+# --- assertions that broken behaviours showed missing -------------------------------------------
+
+def test_retry_decision_edges():
+    client, sleeps = scripted_client((400, {}, s3_error("RequestTimeout")), (502, {}, b""), (200, {}, b"ok"))
+    assert client.request("GET", "b", "k").body == b"ok"  # a retryable code alone, a status alone
+    assert len(client.transport.sent) == 3 and len(sleeps) == 2
+    client, sleeps = scripted_client((503, {"retry-after": "3600"}, s3_error("SlowDown")), (200, {}, b"ok"))
+    client.request("GET", "b", "k")
+    assert sleeps == [60.0]  # a server's Retry-After is capped
+    client, sleeps = scripted_client(socket.gaierror(socket.EAI_NONAME, "Name or service not known"), retries=3)
+    with pytest.raises(estafette.EstafetteError, match="after 1 attempt"):
+        client.request("GET", "b", "k")
+    assert sleeps == []  # an unknown host name stays unknown
+    client, sleeps = scripted_client(socket.gaierror(socket.EAI_AGAIN, "try again"), (200, {}, b"ok"))
+    assert client.request("GET", "b", "k").body == b"ok" and len(sleeps) == 1
+    client, _ = scripted_client(*[(200, {}, s3_error("InternalError"))] * 2, retries=2)
+    with pytest.raises(estafette.S3Error) as exc:
+        client.request("POST", "b", "k", query=[("uploadId", "u")], body=b"<x/>")
+    assert exc.value.status == 500 and "(500)" in str(exc.value)  # an error inside a 200
+
+
+def test_no_proxy_matching_and_masking():
+    p = estafette.Proxies("http://p:1", "http://p:1", ("example.com", "10.0.0.1"))
+    assert p.url_for("http", "badexample.com:80") == "http://p:1"
+    assert p.url_for("https", "www.example.com") is None and p.url_for("https", "example.com:443") is None
+    assert p.url_for("https", "10.0.0.1:9000") is None and p.url_for("https", "10.0.0.10") == "http://p:1"
+    assert estafette.Proxies("http://p:1", "http://p:1", ("*",)).url_for("https", "anything:443") is None
+    assert estafette._mask_url("http://u:pw@S3cr@h:1") == "http://u:***@h:1"
+    assert estafette._mask_url("u:pw@h:1") == "u:***@h:1" and estafette._mask_url("http://h/a@b") == "http://h/a@b"
+    assert "pw" not in repr(estafette.Proxies.from_environ({"HTTPS_PROXY": "http://u:pw@h:3"}))
+    assert estafette._shown("del\x7fx csi\x9b31m") == "del\\x7fx csi\\x9b31m"
+
+
+def test_bucket_acl_is_left_alone_under_a_prefix_and_in_a_dry_run(capsys, mt, site):
+    root, _ = site
+    bucket = new_bucket()
+    m3 = boto_client(mt)
+    m3.create_bucket(Bucket=bucket, ACL="public-read")
+    assert cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(mt), "--acl", "public-read")[0] == 0
+
+    def bucket_public():
+        return any(g["Grantee"].get("URI", "").endswith("/AllUsers")
+                   for g in m3.get_bucket_acl(Bucket=bucket)["Grants"])
+    code, out, _ = cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(mt), "--dry-run", "--json")
+    assert code == 0 and any(a["action"] == "set-bucket-acl" for a in json.loads(out)["actions"])
+    assert bucket_public() and anonymous_status(mt, bucket, "css/site.css") == 200
+    code, _, err = cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(mt), "--prefix", "docs")
+    assert code == 0 and "is public-read: anyone can list its keys" in err and bucket_public(), err
+
+
+def test_failure_lines_escape_control_characters(capsys, sw, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "esc\x1b[31mred.txt").write_bytes(b"x")
+    with FaultProxy(sw, decide=lambda m, t, i: "error500" if m == "PUT" and "esc" in t else None) as proxy:
+        code, out, err = cli(capsys, "deploy", "--bucket", new_bucket(), "--source", src, "--endpoint",
+                             proxy.endpoint, "--region", "us-east-1", "--retries", "1")
+    assert code == 1 and "esc\\x1b[31mred.txt: PutObject InternalError (500)" in err, err
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", out + err)
+
+
+def test_plain_http_proxy_with_credentials(capsys, sw, s3, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    files = make_tree(src, 5, 37)
+    with forward_proxy(tmp_path, auth="bob:s3cret-pw") as (url, _):
+        monkeypatch.setenv("HTTP_PROXY", url)
+        bucket = new_bucket()
+        code, out, err = cli(capsys, "deploy", "--bucket", bucket, "--source", src, *ep(sw), "--debug")
+        assert code == 0, err
+        assert_exact(s3, bucket, files)
+        assert "s3cret-pw" not in out + err
+
+
+def test_verify_catches_a_public_object_in_a_private_deploy_and_a_lax_cors_rule(capsys, mt, sw, site):
+    root, _ = site
+    private = new_bucket()
+    assert cli(capsys, "deploy", "--bucket", private, "--source", root, *ep(mt))[0] == 0
+    boto_client(mt).put_object_acl(Bucket=private, Key="css/site.css", ACL="public-read")
+    code, out, _ = cli(capsys, "verify", "--bucket", private, *ep(mt), "--acl", "private", "--full")
+    assert code == 1 and failed_lines(out) == ["\u2716 object css/site.css"], out
+    bucket = new_bucket()
+    assert cli(capsys, "deploy", "--bucket", bucket, "--source", root, *ep(sw), "--acl", "public-read",
+               "--cors-origin", "https://app.example")[0] == 0
+    boto_client(sw).put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [
+        {"AllowedOrigins": ["https://app.example", "https://*.invalid"], "AllowedMethods": ["GET", "HEAD"]}]})
+    code, out, _ = cli(capsys, "verify", "--bucket", bucket, *ep(sw), "--origin", "https://app.example")
+    assert code == 1 and any("CORS preflight from" in l and "expected refused" in l
+                             for l in out.splitlines() if l.startswith("\u2716")), out
