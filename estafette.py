@@ -2253,6 +2253,8 @@ class _Sync:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least {low}, "
                                  f"got {value!r}")
         self.options = options
+        self._counts: Optional[Dict[str, int]] = None  # keys per folder, for the listing
+        self._swept: Any = None  # the unfinished-upload sweep made while listing
         self.prefix = normalize_prefix(options.prefix)
         self.index_key = self.prefix + options.index_document
         types = _parse_rules(options.content_types, "--content-type")
@@ -2325,13 +2327,14 @@ class _Sync:
         tmpdir = tempfile.mkdtemp(prefix="estafette-") if any(f.gzip for f in self.files) \
             else None
         jobs = self.options.jobs or DEFAULT_JOBS
+        # pool: requests (listing, checks, HEADs) while the hasher hashes; parts: part uploads.
         pool, parts = ThreadPoolExecutor(jobs), ThreadPoolExecutor(min(jobs, PART_JOBS))
-        io = ThreadPoolExecutor(jobs)  # requests while the pool hashes: listing, checks
         # Hashing is CPU-bound (hashlib lets go of the GIL): a thread per core and one more.
-        self._hasher = ThreadPoolExecutor(min(jobs, (os.cpu_count() or 2) + 1))
+        hashers = min(jobs, (os.cpu_count() or 2) + 1)
+        hasher = ThreadPoolExecutor(hashers)
         try:
             todo, stale = self._prepare(client, bucket, pool, parts, tmpdir, observer, res,
-                                        io, ensure)
+                                        (hasher, hashers), ensure)
             if self.options.dry_run:
                 if len(stale) > self.options.max_delete:  # say now what the real run refuses
                     res.errors.append(self._too_many(len(stale)))
@@ -2348,30 +2351,31 @@ class _Sync:
             observer.stop.set()  # workers give up at their next file, block or part
             raise
         finally:
-            for executor in (io, self._hasher, pool, parts):
+            for executor in (hasher, pool, parts):
                 executor.shutdown()
             if tmpdir:
                 import shutil
                 shutil.rmtree(tmpdir, ignore_errors=True)
 
     def _prepare(self, client: S3Client, bucket: str, pool: Any, parts: Any,
-                 tmpdir: Optional[str], observer: Observer, res: SyncResult, io: Any,
-                 ensure: Optional[Callable[[], bool]] = None) -> Tuple[List[_File], List[str]]:
+                 tmpdir: Optional[str], observer: Observer, res: SyncResult,
+                 hasher: Tuple[Any, int], ensure: Optional[Callable[[], bool]] = None
+                 ) -> Tuple[List[_File], List[str]]:
         """Plan the sync: (files to upload, stale keys to delete), actions recorded in res.
 
-        What does not depend on each other overlaps: the workers hash while ``io`` runs the
-        bucket check, then the unfinished-upload sweep, and the listing (folders in parallel);
-        the ACL sample is read as soon as the listing is in.
+        What does not depend on each other overlaps: the ``hasher`` (executor, threads)
+        hashes while ``pool`` runs the bucket check, then the unfinished-upload sweep, and the
+        listing (folders in parallel); the ACL sample is read as soon as the listing is in.
         """
         observer.phase("hashing and listing")
-        hashing = self._hash_all(client, pool, parts, tmpdir, observer)
+        hashing = self._hash_all(client, hasher, parts, tmpdir, observer)
         # The bucket check, listing, sweep and ACL sample need a few connections at once: the
         # two beyond the first requests' own open meanwhile.
         _warm(client, bucket, 2)
-        missing = io.submit(ensure) if ensure else None
-        self._swept = None if self.options.dry_run else io.submit(self._sweep, client, bucket,
+        missing = pool.submit(ensure) if ensure else None
+        self._swept = None if self.options.dry_run else pool.submit(self._sweep, client, bucket,
                                                                    missing)
-        remote = self._list_remote(client, bucket, io, missing)
+        remote = self._list_remote(client, bucket, pool, missing)
         new = sum(f.key not in remote for f in self.files)
         if new and not self.options.dry_run:  # uploads ahead: open their connections now
             _warm(client, bucket, min(new, self.options.jobs or DEFAULT_JOBS))
@@ -2379,7 +2383,7 @@ class _Sync:
         # of the listed keys is read while the hashing ends.
         present = [f.key for f in self.files if f.key in remote]
         sample = sorted({present[0], present[len(present) // 2], present[-1]}) if present else []
-        checks = [io.submit(_is_public, client, bucket, k) for k in sample]
+        checks = [pool.submit(_is_public, client, bucket, k) for k in sample]
         todo = self._plan(client, bucket, remote, hashing, pool, res)
         keys = res.files_skipped
         self._enforce_acl(client, bucket, keys, sample, pool, observer, res, checks)
@@ -2453,7 +2457,7 @@ class _Sync:
 
     def _expect(self, prefix: str) -> int:
         """How many local files map to keys under ``prefix`` (what the listing may find)."""
-        counts = getattr(self, "_counts", None)
+        counts = self._counts
         if counts is None:  # counted on first use, in the listing thread that asks
             counts = collections.Counter(f.key[:i + 1] for f in self.files
                                          for i, c in enumerate(f.key) if c == "/")
@@ -2471,8 +2475,8 @@ class _Sync:
         except EstafetteError as exc:
             return exc
 
-    def _hash_all(self, client: S3Client, pool: Any, parts: Any, tmpdir: Optional[str],
-                  observer: Observer) -> List[Any]:
+    def _hash_all(self, client: S3Client, hasher: Tuple[Any, int], parts: Any,
+                  tmpdir: Optional[str], observer: Observer) -> List[Any]:
         """Start hashing every file in the workers; futures of per-file errors (or None)."""
         # Where part bodies are signed, their SHA-256s are computed during the MD5 pass.
         signed_parts = not client.unsigned_payload and not self.options.dry_run
@@ -2492,9 +2496,9 @@ class _Sync:
 
         # Site files are small: hand them out in chunks, as one future per file costs more
         # than hashing it.
-        hasher = getattr(self, "_hasher", pool)
-        step = max(1, len(self.files) // (hasher._max_workers * 8))
-        return [hasher.submit(hash_chunk, self.files[i:i + step])
+        executor, threads = hasher
+        step = max(1, len(self.files) // (threads * 8))
+        return [executor.submit(hash_chunk, self.files[i:i + step])
                 for i in range(0, len(self.files), step)]
 
     def _plan(self, client: S3Client, bucket: str, remote: Dict[str, RemoteObject],
@@ -2599,7 +2603,7 @@ class _Sync:
         CreateMultipartUpload whose first answer was lost, leaves them behind (billed).
         The sweep made while listing serves unless ``again`` (this run made multipart
         uploads)."""
-        swept = getattr(self, "_swept", None)
+        swept = self._swept
         leftovers = swept.result() if swept is not None and not again else \
             self._sweep(client, bucket, None)
         if isinstance(leftovers, EstafetteError):
@@ -3625,13 +3629,9 @@ def _add_deploy(sub: Any) -> None:
     a("--jobs", "-j", type=int, default=None, metavar="N",
       help=f"parallel uploads, fixed (default: adaptive, from {DEFAULT_JOBS} up to {MAX_JOBS}: "
       "more while throughput grows, half as many when the server says SlowDown)")
-    a("--cache-control", action="append", default=[], metavar="GLOB=VALUE", help="Cache-"
-      "Control for matching files, first match wins (repeatable; default: none)")
-    a("--content-type", dest="content_types", action="append", default=[],
-      metavar="GLOB=TYPE", help="Content-Type for matching files (repeatable; default: "
-      "by extension)")
-    a("--gzip", action="append", default=[], metavar="GLOB", help="store matching files "
-      "gzip-compressed, Content-Encoding: gzip (repeatable; default: none)")
+    _add_header_rules(p, "Cache-Control for matching files, first match wins",
+                      "Content-Type for matching files", "store matching files "
+                      "gzip-compressed, Content-Encoding: gzip")
     a("--exclude", dest="filters", action=_Filter, default=[], metavar="GLOB", help="leave "
       "out matching files, and never delete matching remote keys; with --include, the last "
       "matching rule wins (repeatable; default: none)")
@@ -3665,16 +3665,22 @@ def _add_verify(sub: Any) -> None:
     a("--full", action="store_true", help="read back every object (default: a sample)")
     a("--sample", type=int, default=DEFAULT_SAMPLE, metavar="N", help="objects read back "
       f"(default: {DEFAULT_SAMPLE})")
-    a("--cache-control", action="append", default=[], metavar="GLOB=VALUE", help="the deploy's "
-      "Cache-Control rules, to expect (repeatable; default: none)")
-    a("--content-type", dest="content_types", action="append", default=[],
-      metavar="GLOB=TYPE", help="the deploy's Content-Type rules (repeatable; default: by "
-      "extension)")
-    a("--gzip", action="append", default=[], metavar="GLOB", help="the deploy's --gzip "
-      "patterns: Content-Encoding gzip expected (repeatable; default: none)")
+    _add_header_rules(p, "the deploy's Cache-Control rules, to expect", "the deploy's "
+                      "Content-Type rules", "the deploy's --gzip patterns: Content-Encoding "
+                      "gzip expected")
     _add_website_url(p)
     a("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_verify)
+
+
+def _add_header_rules(p: argparse.ArgumentParser, cache: str, ctype: str, gzip: str) -> None:
+    """--cache-control, --content-type and --gzip: set by deploy, expected by verify."""
+    p.add_argument("--cache-control", action="append", default=[], metavar="GLOB=VALUE",
+                   help=f"{cache} (repeatable; default: none)")
+    p.add_argument("--content-type", dest="content_types", action="append", default=[],
+                   metavar="GLOB=TYPE", help=f"{ctype} (repeatable; default: by extension)")
+    p.add_argument("--gzip", action="append", default=[], metavar="GLOB",
+                   help=f"{gzip} (repeatable; default: none)")
 
 
 class _Filter(argparse.Action):
