@@ -1729,7 +1729,7 @@ def _parse_redirects(options: SyncOptions, prefix: str, index: str) -> Dict[str,
     for option, given, src, to in pairs:
         key = prefix + src.strip().lstrip("/")
         key += index if key.endswith("/") or key == prefix else ""
-        url = urllib.parse.urlsplit(to)
+        url = _url_parts(to, option)  # (a malformed one is a UsageError too)
         if not to or not _printable(to, space=False) or not (
                 to.startswith("/") or (url.scheme in ("http", "https") and url.netloc)):
             raise UsageError(f"{option} {given!r}: expected FROM=TO (FROM TO in a file), TO a "
